@@ -1,0 +1,44 @@
+# Music RNN - the two commands are `make run` and `make test`; `make help` lists the rest.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/quick.yaml
+RUN_DIR ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test test-fast bench experiments lab clean-venv
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv with the pinned packages (and FluidSynth where apt can install it)
+	@bash scripts/install_system_packages.sh
+
+run: setup ## the main job: run the notebooks in order with CONFIG into outputs/runs/<timestamp>/
+	$(BIN)/musicrnn run --config $(CONFIG) $(if $(RUN_DIR),--run-dir $(RUN_DIR))
+
+test: setup ## run the whole test suite (installs everything it needs first)
+	@bash scripts/install_system_packages.sh --browser
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup ## the tests without the slow ones (notebooks, training runs)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: setup ## run the benchmarks (each ends with a RESULT line)
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+lab: setup ## open the notebooks in JupyterLab with the project's kernel
+	cd notebooks && ../$(BIN)/jupyter lab
+
+clean-venv: ## remove .venv (the next command makes it again)
+	rm -rf $(VENV)

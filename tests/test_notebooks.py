@@ -1,0 +1,73 @@
+"""The notebooks as files: numbered, committed without outputs, one literal `parameters` cell.
+
+Executing them is the job of the stage tests (through the ``smoke_run`` fixture).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from musicrnn.runner import NOTEBOOK_PATTERN, load_config, notebook_paths, parameters_for
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_numbered_notebooks():
+    assert len(notebook_paths(ROOT / "notebooks")) >= 2
+    for nb in NOTEBOOKS:
+        assert NOTEBOOK_PATTERN.match(nb.name), f"{nb.name} is not named NN_verb_noun.ipynb"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_committed_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{path.name} is committed with outputs"
+            assert cell.execution_count is None, f"{path.name} has execution counts"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_has_one_literal_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path.name} has {len(tagged)} cells tagged 'parameters'"
+    cell = tagged[0]
+    assert cell.cell_type == "code"
+    tree = ast.parse(cell.source)
+    names = []
+    for node in tree.body:
+        assert isinstance(node, (ast.Assign, ast.AnnAssign)), "parameters cell holds assignments only"
+        value = node.value
+        ast.literal_eval(value)  # literals only: papermill's injected values must reach them
+        target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0]
+        names.append(target.id)
+    assert "run_dir" in names and "data_dir" in names, "every notebook takes run_dir and data_dir"
+    for line in cell.source.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            assert "#" in line, f"{path.name}: parameter line without a comment: {line!r}"
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_parameter_files_name_only_real_parameters(config):
+    """Every key a parameter file sets exists in the parameters cell of the notebooks it reaches."""
+    cfg = load_config(config)
+    for nb_path in notebook_paths(ROOT / "notebooks"):
+        nb = nbformat.read(nb_path, as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+        declared = set()
+        for node in ast.parse(cell.source).body:
+            target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0]
+            declared.add(target.id)
+        own = set((cfg["notebooks"].get(nb_path.stem) or {}))
+        missing = own - declared
+        assert not missing, f"{config.name} sets {sorted(missing)} which {nb_path.name} lacks"
+        assert parameters_for(cfg, nb_path).keys() >= own
+    unknown = set(cfg["notebooks"]) - {p.stem for p in notebook_paths(ROOT / "notebooks")}
+    assert not unknown, f"{config.name} names notebooks that do not exist: {sorted(unknown)}"
