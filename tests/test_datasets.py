@@ -1,0 +1,640 @@
+"""musicrnn.datasets on real data: music21's corpora, the shared MAESTRO sample, real HTTP.
+
+Downloads are served by a loopback HTTP server (``ThreadingHTTPServer`` on 127.0.0.1, with Range
+support) that this module starts; the archive is a MAESTRO-shaped zip built from the shared
+sample, registered with its real size and SHA-256. No mocks: the real urllib client, the real zip
+checks, the real music21 writer.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import os
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import xml.etree.ElementTree as ET
+import zipfile
+from fractions import Fraction
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pretty_midi
+import pytest
+
+from musicrnn import datasets, notes
+from musicrnn.errors import MusicRNNError
+
+ROOT = Path(__file__).resolve().parents[1]
+MUSICRNN = ROOT / ".venv" / "bin" / "musicrnn"
+if not MUSICRNN.exists():  # an installed environment other than the project's .venv
+    MUSICRNN = Path(sys.executable).with_name("musicrnn")
+
+
+# -- a loopback HTTP server with Range support ----------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        server: _Server = self.server  # type: ignore[assignment]
+        server.requests.append((self.path, self.headers.get("Range")))
+        route = server.routes.get(self.path)
+        if route is None:
+            self.send_error(404, "Not Found")
+            return
+        if isinstance(route, int):
+            self.send_error(route)
+            return
+        body: bytes = route["body"]
+        start = 0
+        wanted = self.headers.get("Range")
+        if wanted:
+            start = int(re.fullmatch(r"bytes=(\d+)-", wanted).group(1))
+            if start >= len(body):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        payload = body[start:]
+        self.send_header("Content-Type", "application/zip")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if route.get("drops", 0) > 0:  # promise the whole payload, send part, hang up
+            route["drops"] -= 1
+            self.wfile.write(payload[:route["cut"]])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(payload)
+
+    def log_message(self, *args) -> None:  # keep the test output clean
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.routes: dict[str, dict | int] = {}
+        self.requests: list[tuple[str, str | None]] = []
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = _Server()
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def maestro_zip(maestro_sample, tmp_path_factory) -> bytes:
+    """A MAESTRO-shaped archive: maestro-v2.0.0/ with the official CSV and the sample's MIDI."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in sorted(maestro_sample.rglob("*")):
+            if path.is_file():
+                z.write(path, f"maestro-v2.0.0/{path.relative_to(maestro_sample).as_posix()}")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def no_mirror(monkeypatch):
+    monkeypatch.delenv(datasets.MAESTRO_URL_ENV, raising=False)
+
+
+@pytest.fixture
+def registered():
+    """Register loopback datasets for one test; removed afterwards."""
+    names = []
+
+    def register(name: str, url: str, body: bytes, sha256: str | None = None) -> str:
+        entry = dataclasses.replace(
+            datasets.get_dataset("maestro-v2"), name=name, url=url, size=len(body),
+            sha256=hashlib.sha256(body).hexdigest() if sha256 is None else sha256,
+        )
+        datasets.register_dataset(entry, replace=True)
+        names.append(name)
+        return name
+
+    yield register
+    for name in names:
+        datasets.DATASETS.pop(name, None)
+
+
+def _leftovers(data: Path) -> list[str]:
+    """Anything half-done under data/: .part files, temporary files and extraction folders."""
+    return sorted(p.name for p in data.rglob("*")
+                  if p.name.endswith(".part") or ".extract-" in p.name or ".tmp" in p.name)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- the registry ---------------------------------------------------------------------------------
+
+
+def test_registry_names_and_records():
+    assert datasets.list_datasets()[:4] == ["bach-chorales", "essen-folksongs", "maestro-v2",
+                                            "maestro-v3"]
+    assert datasets.SPLITS == notes.SPLITS
+    for name in ("maestro-v2", "maestro-v3"):
+        entry = datasets.get_dataset(name)
+        assert not entry.offline and entry.size > 50_000_000
+        assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
+        assert entry.url.startswith("https://storage.googleapis.com/magentadata/datasets/maestro/")
+        assert entry.archive_name == f"{entry.folder}-midi.zip"
+    assert datasets.get_dataset("bach-chorales").offline
+    table = datasets.registry_frame()
+    assert list(table.index[:4]) == datasets.list_datasets()[:4]
+
+
+def test_unknown_dataset_names_the_known_ones():
+    with pytest.raises(MusicRNNError) as info:
+        datasets.get_dataset("bach-choral")
+    message = str(info.value)
+    assert "did you mean 'bach-chorales'" in message
+    for name in ("bach-chorales", "essen-folksongs", "maestro-v2", "maestro-v3", "local:"):
+        assert name in message
+    with pytest.raises(MusicRNNError, match="folder after 'local:'"):
+        datasets.get_dataset("local:")
+    with pytest.raises(MusicRNNError, match="max_files"):
+        datasets.download("bach-chorales", max_files=0)
+
+
+def test_mirror_variable_moves_the_download(monkeypatch):
+    monkeypatch.setenv(datasets.MAESTRO_URL_ENV, "http://mirror.example/maestro/")
+    assert datasets.get_dataset("maestro-v3").archive_url() == (
+        "http://mirror.example/maestro/maestro-v3.0.0-midi.zip")
+    monkeypatch.delenv(datasets.MAESTRO_URL_ENV)
+    assert datasets.get_dataset("maestro-v3").archive_url() == datasets.get_dataset(
+        "maestro-v3").url
+
+
+# -- splits and subsets ---------------------------------------------------------------------------
+
+
+def test_assign_splits_keeps_groups_together_and_is_stable():
+    groups = {f"piece{i:03d}": f"work{i // 3}" for i in range(90)}  # 30 works, 3 versions each
+    splits = datasets.assign_splits(groups)
+    assert splits == datasets.assign_splits(dict(reversed(list(groups.items()))))
+    for work in set(groups.values()):
+        assert len({splits[p] for p, w in groups.items() if w == work}) == 1
+    counts = {s: sum(v == s for v in splits.values()) for s in datasets.SPLITS}
+    assert counts["validation"] == 9 and counts["test"] == 9 and counts["train"] == 72
+
+
+def test_select_subset_covers_every_split_in_proportion():
+    files = [datasets.DatasetFile(Path(f"/x/{i}.mid"), f"{i}.mid", split)
+             for i, split in enumerate(["train"] * 80 + ["validation"] * 10 + ["test"] * 10)]
+    chosen = datasets.select_subset(files, 24)
+    assert len(chosen) == 24
+    counts = {s: sum(f.split == s for f in chosen) for s in datasets.SPLITS}
+    assert counts["train"] >= 18 and counts["validation"] >= 2 and counts["test"] >= 2
+    assert chosen == datasets.select_subset(list(reversed(files)), 24)
+    assert {f.split for f in datasets.select_subset(files, 3)} == set(datasets.SPLITS)
+
+
+# -- Bach chorales --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chorale_data(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("chorale-data")
+
+
+@pytest.fixture(scope="module")
+def chorale_plan(chorale_data) -> datasets.DatasetFiles:
+    return datasets.plan("bach-chorales", chorale_data)
+
+
+def test_chorale_catalogue_keeps_only_chorales(chorale_plan):
+    names = [f.name for f in chorale_plan]
+    assert len(names) > 350
+    assert all(n.endswith(".mid") and n.startswith("bwv") for n in names)
+    assert "bwv846.mid" not in names
+    skipped = dict(chorale_plan.skipped)
+    assert "not a four-part chorale" in skipped["bach/bwv846.mxl"]
+    assert not any(f.metadata["source"].endswith((".krn", ".rntxt")) for f in chorale_plan)
+    assert sum("Roman-numeral analysis" in r for r in skipped.values()) >= 20
+    assert sum("second (Humdrum) encoding" in r for r in skipped.values()) >= 3
+    counts = chorale_plan.counts()
+    assert counts["validation"] >= 0.08 * len(names) and counts["test"] >= 0.08 * len(names)
+    works = {}
+    for f in chorale_plan:
+        works.setdefault(f.metadata["work"], set()).add(f.split)
+    assert max(len(s) for s in works.values()) == 1  # every work in one split
+    assert sum(1 for f in chorale_plan if f.metadata["work"] == "bwv13.6") > 2  # versions found
+
+
+def _musicxml_texture(path: Path) -> list[int]:
+    """All sung notes of a chorale sorted by onset then pitch (ties merged): a reference reader.
+
+    Independent of the library's melody reader; checked against music21 below.
+    """
+    if path.suffix == ".mxl":
+        with zipfile.ZipFile(path) as z:
+            container = ET.fromstring(z.read("META-INF/container.xml"))
+            root = ET.fromstring(z.read(next(container.iter("rootfile")).get("full-path")))
+    else:
+        root = ET.parse(path).getroot()
+    names = {sp.get("id"): (sp.findtext("part-name") or "") for sp in root.iter("score-part")}
+    steps = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+    events = []
+    for part in root.iter("part"):
+        words = re.findall(r"[a-z]+", names.get(part.get("id"), "").lower())
+        if not words or words[0] not in ("soprano", "alto", "tenor", "bass"):
+            continue
+        divisions, cursor, last_onset = 1, Fraction(0), Fraction(0)
+        for measure in part.iter("measure"):
+            for element in measure:
+                if element.tag == "attributes" and element.findtext("divisions"):
+                    divisions = int(element.findtext("divisions"))
+                elif element.tag in ("backup", "forward"):
+                    amount = Fraction(int(element.findtext("duration")), divisions)
+                    cursor += amount if element.tag == "forward" else -amount
+                elif element.tag == "note":
+                    if element.find("grace") is not None:
+                        continue
+                    chord = element.find("chord") is not None
+                    onset = last_onset if chord else cursor
+                    if not chord:
+                        last_onset = cursor
+                        cursor += Fraction(int(element.findtext("duration", "0")), divisions)
+                    pitch = element.find("pitch")
+                    tied = any(t.get("type") == "stop" for t in element.findall("tie"))
+                    if pitch is not None and not tied:
+                        events.append((onset, 12 * (int(pitch.findtext("octave")) + 1)
+                                       + steps[pitch.findtext("step")]
+                                       + round(float(pitch.findtext("alter") or 0))))
+    return [p for _, p in sorted(events)]
+
+
+def _ngrams(seq: list[int], n: int = 12) -> set[tuple[int, ...]]:
+    return {tuple(seq[i:i + n]) for i in range(len(seq) - n + 1)}
+
+
+def _worst_leak(grams: dict[str, set], splits: dict[str, str]) -> tuple[float, str, str]:
+    """The largest share of a validation/test piece's n-grams found in one training piece."""
+    index: dict[tuple, list[str]] = {}
+    for name, g in grams.items():
+        if splits[name] == "train":
+            for gram in g:
+                index.setdefault(gram, []).append(name)
+    worst = (0.0, "", "")
+    for name, g in grams.items():
+        if splits[name] == "train" or not g:
+            continue
+        shared: dict[str, int] = {}
+        for gram in g:
+            for other in index.get(gram, ()):
+                shared[other] = shared.get(other, 0) + 1
+        for other, count in shared.items():
+            worst = max(worst, (count / len(g), name, other))
+    return worst
+
+
+@pytest.mark.slow
+def test_no_validation_or_test_chorale_repeats_a_training_chorale(chorale_plan):
+    """Versions of one chorale never straddle train and validation/test (12-note pitch n-grams)."""
+    from music21 import common, converter
+
+    corpus = Path(common.getCorpusFilePath())
+    sources = {f.name: corpus / f.metadata["source"] for f in chorale_plan}
+    # The reference reader agrees with music21 (ties stripped, all sung parts, onset then pitch).
+    for name in ("bwv1.6.mid", "bwv10.7.mid", "bwv67.4.mid", "bwv248.64-s.mid"):
+        score = converter.parse(sources[name], forceSource=True)
+        events = []
+        for part in score.parts:
+            if re.match(r"(?i)\s*(soprano|alto|tenor|bass)", part.partName or ""):
+                for n in part.stripTies(matchByPitch=True).flatten().notes:
+                    events += [(Fraction(n.offset), p.midi) for p in n.pitches]
+        assert [p for _, p in sorted(events)] == _musicxml_texture(sources[name]), name
+    grams = {name: _ngrams(_musicxml_texture(path)) for name, path in sources.items()}
+    splits = {f.name: f.split for f in chorale_plan}
+    share, piece, training_piece = _worst_leak(grams, splits)
+    assert share <= 0.5, f"{piece} shares {share:.0%} of its 12-grams with {training_piece}"
+    # The measure does catch versions: a split by file name alone leaks some of them.
+    naive = datasets.assign_splits({name: name for name in grams})
+    assert _worst_leak(grams, naive)[0] > 0.9
+
+
+def test_chorales_written_as_midi_cached_and_atomic(chorale_data, chorale_plan):
+    files = datasets.download("bach-chorales", chorale_data, max_files=9, progress=False)
+    assert len(files) == 9 and files.total == len(chorale_plan)
+    assert set(files.counts()) == set(datasets.SPLITS) and min(files.counts().values()) >= 1
+    planned = {f.name: f.split for f in chorale_plan}
+    for f in files:
+        assert f.path.is_absolute() and f.path == files.root / f.name
+        assert f.split == planned[f.name]  # a subset keeps each piece's split
+        assert f.metadata["composer"] == "Johann Sebastian Bach"
+        midi = pretty_midi.PrettyMIDI(str(f.path))
+        sung = [i for i in midi.instruments if i.notes]
+        assert len(sung) >= 4, f"{f.name}: {len(sung)} parts with notes"
+    assert _leftovers(chorale_data) == []
+    # A second call writes nothing; a deleted file is written again, alone.
+    mtimes = {f.name: f.path.stat().st_mtime_ns for f in files}
+    again = datasets.download("bach-chorales", chorale_data, max_files=9, progress=False)
+    assert [f.name for f in again] == [f.name for f in files]
+    assert {f.name: f.path.stat().st_mtime_ns for f in again} == mtimes
+    files.files[0].path.unlink()
+    datasets.download("bach-chorales", chorale_data, max_files=9, progress=False)
+    assert files.files[0].path.is_file()
+    assert all(f.path.stat().st_mtime_ns == mtimes[f.name] for f in files.files[1:])
+    frame = files.to_frame()
+    assert list(frame.columns[:4]) == ["name", "split", "size_bytes", "path"]
+    assert (frame["size_bytes"] > 0).all()
+    assert "bach-chorales: 9 MIDI files" in files.describe()
+
+
+def test_essen_folk_songs_one_tune_a_file(tmp_path):
+    whole = datasets.plan("essen-folksongs", tmp_path)
+    assert len(whole) > 5000
+    assert all(not f.metadata["collection"].startswith("test") for f in whole)
+    by_title: dict[str, set] = {}
+    for f in whole:
+        if f.metadata["title"]:
+            by_title.setdefault(f.metadata["work"], set()).add(f.split)
+    assert max(len(s) for s in by_title.values()) == 1  # variants of a song stay together
+    files = datasets.download("essen-folksongs", tmp_path, max_files=5, progress=False)
+    assert len(files) == 5 and set(files.counts().values()) != {0}
+    assert min(files.counts().values()) >= 1
+    for f in files:
+        midi = pretty_midi.PrettyMIDI(str(f.path))
+        assert sum(len(i.notes) for i in midi.instruments) > 5, f.name
+        assert f.metadata["collection"] == f.name.split("/")[0]
+
+
+# -- local folders --------------------------------------------------------------------------------
+
+
+def test_local_folder_split_by_file(tmp_path, chorale_data):
+    source = datasets.download("bach-chorales", chorale_data, max_files=9, progress=False)
+    folder = tmp_path / "my midi"
+    for i, f in enumerate(source):
+        target = folder / ("deep" if i % 2 else "") / f"piece {i}{'.MIDI' if i == 3 else '.mid'}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f.path, target)
+    (folder / "notes.txt").write_text("not music")
+    (folder / ".hidden").mkdir()
+    shutil.copy(source.files[0].path, folder / ".hidden" / "skipped.mid")
+    files = datasets.download(f"local:{folder}", progress=False)
+    assert files.dataset == f"local:{folder.resolve()}"
+    assert len(files) == 9 and "deep/piece 1.mid" in {f.name for f in files}
+    assert "deep/piece 3.MIDI" in {f.name for f in files}
+    assert min(files.counts().values()) >= 1
+    assert datasets.download(f"local:{folder}", progress=False).files == files.files
+    subset = datasets.download(f"local:{folder}", max_files=3, progress=False)
+    assert sorted(f.split for f in subset) == sorted(datasets.SPLITS)
+
+
+def test_local_folder_errors(tmp_path):
+    with pytest.raises(MusicRNNError, match="no folder at"):
+        datasets.download(f"local:{tmp_path / 'missing'}")
+    (tmp_path / "a.mid").write_bytes(b"MThd")
+    with pytest.raises(MusicRNNError, match="is a file, not a folder"):
+        datasets.download(f"local:{tmp_path / 'a.mid'}")
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "readme.txt").write_text("no music here")
+    with pytest.raises(MusicRNNError, match="no .mid or .midi files under"):
+        datasets.download(f"local:{empty}")
+
+
+def test_local_maestro_folder_keeps_the_official_split(maestro_sample):
+    files = datasets.download(f"local:{maestro_sample}", progress=False)
+    with open(maestro_sample / "maestro-v2.0.0.csv", newline="", encoding="utf-8") as handle:
+        rows = {r["midi_filename"]: r for r in csv.DictReader(handle)}
+    assert len(files) == len(rows) == 60
+    for f in files:
+        assert f.split == rows[f.name]["split"]
+        assert f.metadata["composer"] == rows[f.name]["canonical_composer"]
+        assert f.metadata["year"] == rows[f.name]["year"]
+
+
+# -- MAESTRO over HTTP ----------------------------------------------------------------------------
+
+
+def test_download_checks_extracts_and_reads_the_csv(server, maestro_zip, registered, tmp_path,
+                                                    no_mirror):
+    server.routes["/full/maestro-v2.0.0-midi.zip"] = {"body": maestro_zip}
+    name = registered("maestro-loopback", server.url("/full/maestro-v2.0.0-midi.zip"), maestro_zip)
+    files = datasets.download(name, tmp_path, progress=False)
+    assert files.root == tmp_path / "raw" / "maestro-v2.0.0"
+    assert len(files) == 60 and files.counts() == {"train": 48, "validation": 12, "test": 0}
+    assert (tmp_path / "raw" / "maestro-v2.0.0-midi.zip").read_bytes() == maestro_zip
+    assert "Frédéric Chopin" in {f.metadata["composer"] for f in files}
+    assert _leftovers(tmp_path) == []
+    served = len(server.requests)
+    again = datasets.download(name, tmp_path, max_files=10, progress=False)
+    assert len(server.requests) == served  # extracted already: no network
+    assert len(again) == 10 and {f.split for f in again} == {"train", "validation"}
+
+
+def test_download_cut_half_way_resumes_with_range(server, maestro_zip, registered, tmp_path,
+                                                  no_mirror):
+    cut = len(maestro_zip) // 2
+    path = "/cut/maestro-v2.0.0-midi.zip"
+    server.routes[path] = {"body": maestro_zip, "drops": 1, "cut": cut}
+    name = registered("maestro-cut", server.url(path), maestro_zip)
+    server.requests.clear()
+    files = datasets.download(name, tmp_path, progress=False)
+    assert len(files) == 60
+    assert server.requests == [(path, None), (path, f"bytes={cut}-")]
+    assert (tmp_path / "raw" / "maestro-v2.0.0-midi.zip").read_bytes() == maestro_zip
+
+
+def test_download_that_keeps_breaking_resumes_on_the_next_call(server, maestro_zip, registered,
+                                                               tmp_path, no_mirror):
+    cut = len(maestro_zip) // 5
+    path = "/flaky/maestro-v2.0.0-midi.zip"
+    server.routes[path] = {"body": maestro_zip, "drops": 3, "cut": cut}
+    name = registered("maestro-flaky", server.url(path), maestro_zip)
+    with pytest.raises(MusicRNNError, match="run the same command again to resume"):
+        datasets.download(name, tmp_path, progress=False)
+    part = tmp_path / "raw" / "maestro-v2.0.0-midi.zip.part"
+    assert part.stat().st_size == 3 * cut
+    assert not (tmp_path / "raw" / "maestro-v2.0.0-midi.zip").exists()
+    assert not (tmp_path / "raw" / "maestro-v2.0.0").exists()
+    server.requests.clear()
+    assert len(datasets.download(name, tmp_path, progress=False)) == 60
+    assert server.requests == [(path, f"bytes={3 * cut}-")]
+    assert not part.exists()
+
+
+def test_corrupt_archive_is_refused_and_removed(server, maestro_zip, registered, tmp_path,
+                                                no_mirror):
+    # Damage a member's compressed bytes, and record the damaged file's checksum: the zip CRC
+    # test is what must catch it.
+    damaged = bytearray(maestro_zip)
+    offset = maestro_zip.index(b"MThd") if b"MThd" in maestro_zip else len(maestro_zip) // 3
+    for i in range(offset + 200, offset + 264):
+        damaged[i] ^= 0xFF
+    damaged = bytes(damaged)
+    server.routes["/bad/maestro-v2.0.0-midi.zip"] = {"body": damaged}
+    name = registered("maestro-bad", server.url("/bad/maestro-v2.0.0-midi.zip"), damaged)
+    with pytest.raises(MusicRNNError, match=r"corrupt|not a readable zip|CRC"):
+        datasets.download(name, tmp_path, progress=False)
+    assert list((tmp_path / "raw").iterdir()) == []
+    # Bytes that differ from the recorded SHA-256 are refused the same way.
+    other = registered("maestro-sha", server.url("/full-sha/maestro-v2.0.0-midi.zip"), maestro_zip,
+                       sha256="0" * 64)
+    server.routes["/full-sha/maestro-v2.0.0-midi.zip"] = {"body": maestro_zip}
+    with pytest.raises(MusicRNNError, match="SHA-256"):
+        datasets.download(other, tmp_path, progress=False)
+    assert list((tmp_path / "raw").iterdir()) == []
+
+
+def test_truncated_archive_is_refused(server, maestro_zip, registered, tmp_path, no_mirror):
+    short = maestro_zip[: len(maestro_zip) - 1000]
+    server.routes["/short/maestro-v2.0.0-midi.zip"] = {"body": short}
+    name = registered("maestro-short", server.url("/short/maestro-v2.0.0-midi.zip"), maestro_zip)
+    with pytest.raises(MusicRNNError, match="bytes where"):
+        datasets.download(name, tmp_path, progress=False)
+    assert list((tmp_path / "raw").iterdir()) == []
+
+
+def _zip_with(entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("maestro-v2.0.0/maestro-v2.0.0.csv", "midi_filename,split\n")
+        for info, data in entries:
+            z.writestr(info, data)
+    return buffer.getvalue()
+
+
+def test_archive_escaping_its_folder_is_refused(server, registered, tmp_path, no_mirror):
+    evil = _zip_with([("../evil.mid", b"MThd")])
+    server.routes["/evil/maestro-v2.0.0-midi.zip"] = {"body": evil}
+    data = tmp_path / "data"
+    name = registered("maestro-evil", server.url("/evil/maestro-v2.0.0-midi.zip"), evil)
+    with pytest.raises(MusicRNNError, match="refusing to extract.*outside"):
+        datasets.download(name, data, progress=False)
+    assert not list(tmp_path.rglob("evil.mid"))
+    assert not (data / "raw" / "maestro-v2.0.0").exists() and _leftovers(data) == []
+
+
+@pytest.mark.parametrize("member", ["/tmp/absolute.mid", "C:/windows.mid",
+                                    "maestro-v2.0.0/../../up.mid", "link"])
+def test_safe_extract_refuses_unsafe_members(tmp_path, member):
+    info = zipfile.ZipInfo(member)
+    if member == "link":
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(_zip_with([(info, b"/etc/passwd" if member == "link" else b"MThd")]))
+    target = tmp_path / "out"
+    with pytest.raises(MusicRNNError, match="refusing to extract"):
+        datasets.safe_extract(archive, target)
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("status", [404, 500])
+def test_http_errors_are_reported(server, maestro_zip, registered, tmp_path, no_mirror, status):
+    server.routes[f"/status/{status}.zip"] = status
+    name = registered(f"maestro-{status}", server.url(f"/status/{status}.zip"), maestro_zip)
+    with pytest.raises(MusicRNNError, match=f"HTTP {status}"):
+        datasets.download(name, tmp_path, progress=False)
+    assert not (tmp_path / "raw").exists() or list((tmp_path / "raw").iterdir()) == []
+
+
+def test_no_network_gives_one_clear_message(monkeypatch, tmp_path):
+    monkeypatch.setenv(datasets.MAESTRO_URL_ENV, f"http://127.0.0.1:{_closed_port()}/maestro")
+    with pytest.raises(MusicRNNError) as info:
+        datasets.download("maestro-v2", tmp_path, progress=False)
+    message = str(info.value)
+    assert "cannot reach" in message and "\n" not in message
+    for hint in ("bach-chorales", "essen-folksongs", "local:", "maestro-v2.0.0-midi.zip"):
+        assert hint in message
+    assert not (tmp_path / "raw").exists() or list((tmp_path / "raw").iterdir()) == []
+
+
+def test_an_extracted_copy_needs_no_network(monkeypatch, maestro_sample, tmp_path):
+    monkeypatch.setenv(datasets.MAESTRO_URL_ENV, f"http://127.0.0.1:{_closed_port()}/maestro")
+    files = datasets.download("maestro-v2", maestro_sample.parent, progress=False)
+    assert len(files) == 60 and files.root == maestro_sample
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "maestro-v2.0.0").symlink_to(maestro_sample, target_is_directory=True)
+    assert len(datasets.download("maestro-v2", tmp_path, max_files=5, progress=False)) == 5
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def _cli(*args: str, env: dict | None = None, prefix: tuple[str, ...] = ()):
+    return subprocess.run([*prefix, str(MUSICRNN), "download", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=120)
+
+
+@pytest.mark.parametrize("args", [
+    ("no-such-dataset",),
+    ("local:/no/such/folder",),
+    ("bach-chorales", "--max-files", "0"),
+])
+def test_cli_bad_input_is_one_line(args, tmp_path):
+    result = _cli(*args, "--data-dir", str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("musicrnn download: error:"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_without_network(tmp_path):
+    result = _cli("maestro-v3", "--data-dir", str(tmp_path),
+                  env={datasets.MAESTRO_URL_ENV: f"http://127.0.0.1:{_closed_port()}"})
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "bach-chorales" in result.stderr and "local:" in result.stderr
+
+
+def test_cli_lists_a_local_folder(maestro_sample):
+    result = _cli(f"local:{maestro_sample}", "--max-files", "6")
+    assert result.returncode == 0, result.stderr
+    assert "6 MIDI files (a subset of 60)" in result.stdout
+
+
+def test_cli_unreadable_folder(tmp_path):
+    base = Path(tempfile.mkdtemp(prefix="musicrnn-unreadable-"))
+    try:
+        locked = base / "locked"
+        locked.mkdir()
+        (locked / "a.mid").write_bytes(b"MThd")
+        locked.chmod(0)
+        prefix: tuple[str, ...] = ()
+        if os.geteuid() == 0:  # root reads anything: drop the capabilities that let it
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                pytest.skip("running as root without setpriv to drop CAP_DAC_* for the check")
+            prefix = (setpriv, "--bounding-set", "-dac_override,-dac_read_search")
+        result = _cli(f"local:{locked}", prefix=prefix)
+        assert result.returncode == 2, result.stderr
+        assert "cannot read the folder" in result.stderr and "permissions" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    finally:
+        (base / "locked").chmod(0o700)
+        shutil.rmtree(base)
