@@ -9,29 +9,64 @@ every position (``targets="all"``).
 
 The layers are written with ``keras.ops`` only, so the same code runs on Keras's TensorFlow, JAX
 and PyTorch backends.
+
+Saving and loading:
+
+* :func:`save_model` / :func:`load_model` -- a ``.keras`` file that loads in a fresh process with
+  plain ``keras.saving.load_model(path)`` once ``musicrnn.model`` is imported (the layers and the
+  loss are registered). :func:`load_model` also reads the ``music_rnn_model.keras`` files the
+  original research code saved (input pitch/128, fixed window length, an unregistered loss
+  function) and returns them rebuilt in this module's raw-input convention.
+* :func:`load_original_checkpoint` -- the original code's weights-only ``ckpt_N.weights.h5``.
+* :func:`write_run_files` / :func:`load_run` -- a run directory (model, ``config.json``, seed
+  sequence) as one :class:`Run`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
+import weakref
+import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from .errors import MusicRNNError
+from .paths import atomic_path, atomic_write_text
 
 N_PITCHES = 128
 HEADS = ("pitch", "step", "duration")
+N_FEATURES = 3  # (pitch, step, duration) per note
+
+# Files of a run directory (the contract between training, generation and evaluation).
+MODEL_FILE = "music_rnn_model.keras"
+CONFIG_FILE = "config.json"
+SEED_FILE = "seed_sequence.npy"
+HISTORY_FILE = "history.csv"
+CHECKPOINTS_DIR = "checkpoints"
+MODEL_CONFIG_FILE = "model_config.json"  # what notebook 03 writes: the chosen ModelConfig alone
+
+ORIGINAL_LOSS_NAME = "mse_with_positive_pressure"  # the original's plain, unregistered function
+ORIGINAL_HEAD_ORDER = ("duration", "pitch", "step")  # Keras sorts dict outputs: dense, dense_1, ...
+
+
+# ---------------------------------------------------------------------------------------------
+# The config and the presets
+# ---------------------------------------------------------------------------------------------
 
 
 @dataclass
 class ModelConfig:
     """Everything that defines a model and how it is trained. Presets are named instances."""
 
-    name: str = "v2"  # preset name this config started from
+    name: str = "custom"  # preset name this config started from ("custom" when none)
     # -- architecture ---------------------------------------------------------------------------
     lstm_units: tuple[int, ...] = (256, 128)  # one LSTM layer per entry, bottom to top
     dropout: float = 0.3  # dropout between stacked LSTM layers (none after the top one)
@@ -59,31 +94,52 @@ class ModelConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into config.json
 
     def __post_init__(self) -> None:
-        self.lstm_units = tuple(int(u) for u in self.lstm_units)
+        if isinstance(self.lstm_units, (list, tuple)):
+            self.lstm_units = tuple(self.lstm_units)
         self.validate()
 
     def validate(self) -> "ModelConfig":
-        """Raise :class:`MusicRNNError` naming the first impossible value."""
-        problems = []
+        """Check types and ranges; raise :class:`MusicRNNError` naming every impossible value.
+
+        Returns:
+            The config itself, so that calls can be chained.
+        """
+        problems = _type_problems(self)
+        if problems:  # ranges only make sense once the types are right
+            raise MusicRNNError("invalid model config: " + "; ".join(problems))
+        if not self.name:
+            problems.append("name must not be empty")
         if not self.lstm_units or any(u < 1 for u in self.lstm_units):
-            problems.append(f"lstm_units must be positive integers, got {self.lstm_units}")
+            problems.append(f"lstm_units must be one or more positive integers, got "
+                            f"{list(self.lstm_units)}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         if self.pitch_input not in ("scalar", "embedding"):
-            problems.append(f"pitch_input must be 'scalar' or 'embedding', got {self.pitch_input!r}")
+            problems.append(
+                f"pitch_input must be 'scalar' or 'embedding', got {self.pitch_input!r}")
         if self.pitch_embedding_dim < 1:
             problems.append(f"pitch_embedding_dim must be >= 1, got {self.pitch_embedding_dim}")
         if self.seq_length < 1:
             problems.append(f"seq_length must be >= 1, got {self.seq_length}")
         if self.targets not in ("last", "all"):
             problems.append(f"targets must be 'last' or 'all', got {self.targets!r}")
-        for name in ("pitch_loss_weight", "step_loss_weight", "duration_loss_weight"):
+        weights = [self.pitch_loss_weight, self.step_loss_weight, self.duration_loss_weight]
+        for name, value in zip(("pitch_loss_weight", "step_loss_weight", "duration_loss_weight"),
+                               weights):
+            if not (math.isfinite(value) and value >= 0):
+                problems.append(f"{name} must be a finite number >= 0, got {value}")
+        if all(math.isfinite(w) for w in weights) and sum(weights) <= 0:
+            problems.append("at least one loss weight must be > 0")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            problems.append(f"learning_rate must be a finite number > 0, got {self.learning_rate}")
+        if self.clipnorm is not None and not (math.isfinite(self.clipnorm) and self.clipnorm > 0):
+            problems.append(f"clipnorm must be > 0 or None, got {self.clipnorm}")
+        for name in ("batch_size", "epochs", "window_shift"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("early_stopping_patience", "reduce_lr_patience"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.batch_size < 1 or self.epochs < 1 or self.window_shift < 1:
-            problems.append("batch_size, epochs and window_shift must be >= 1")
         if not 0 <= self.transpose <= 24:
             problems.append(f"transpose must be in [0, 24] semitones, got {self.transpose}")
         if not 0.0 <= self.time_stretch < 1.0:
@@ -94,52 +150,172 @@ class ModelConfig:
 
     # -- (de)serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``lstm_units`` as a list) that :meth:`from_dict` reads back."""
         d = dataclasses.asdict(self)
         d["lstm_units"] = list(self.lstm_units)
         return d
 
     def to_json(self) -> str:
+        """:meth:`to_dict` as stable, readable JSON."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        """Read a config dict; unknown keys and impossible values are clear errors."""
+        if not isinstance(d, dict):
+            raise MusicRNNError(f"a model config must be a mapping, got {type(d).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(known))
         if unknown:
             raise MusicRNNError(
-                f"unknown config keys {unknown}; known keys are {sorted(known)}"
+                f"unknown model config keys {unknown}; known keys are {sorted(known)}"
             )
         return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        """Read :meth:`to_json`'s output."""
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise MusicRNNError(f"the model config is not valid JSON: {exc}") from exc
 
     def replace(self, **changes: Any) -> "ModelConfig":
         """A copy with some fields changed (validated, unknown keys refused)."""
         return ModelConfig.from_dict({**self.to_dict(), **changes})
 
+    def same_architecture(self, other: "ModelConfig") -> bool:
+        """Whether a model of ``self`` and one of ``other`` have the same layers and weights."""
+        keys = ("lstm_units", "pitch_input") + (
+            ("pitch_embedding_dim",) if self.pitch_input == "embedding" else ()
+        )
+        return all(getattr(self, k) == getattr(other, k) for k in keys)
 
-PRESETS: dict[str, ModelConfig] = {
-    # The original tutorial-sized model.
-    "baseline": ModelConfig(
-        name="baseline", lstm_units=(128,), dropout=0.0, seq_length=25, targets="last",
-        pitch_loss_weight=0.05, learning_rate=0.005, batch_size=64, clipnorm=None,
-    ),
-    # The same with a longer context and a stronger pitch loss.
-    "v1": ModelConfig(
-        name="v1", lstm_units=(128,), dropout=0.0, seq_length=50, targets="last",
-        pitch_loss_weight=0.5, learning_rate=0.005, batch_size=64, clipnorm=None,
-    ),
-    # The original's last design: two stacked LSTMs with dropout, trained as it was.
-    "v2": ModelConfig(
-        name="v2", lstm_units=(256, 128), dropout=0.3, seq_length=50, targets="last",
-        pitch_loss_weight=0.5, learning_rate=0.001, batch_size=64, clipnorm=None,
-    ),
+
+# The type each field must have: (accepted Python types, what to call it in an error).
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "name": ((str,), "a string"),
+    "dropout": ((int, float), "a number"),
+    "pitch_input": ((str,), "a string"),
+    "pitch_embedding_dim": ((int,), "an integer"),
+    "seq_length": ((int,), "an integer"),
+    "targets": ((str,), "a string"),
+    "pitch_loss_weight": ((int, float), "a number"),
+    "step_loss_weight": ((int, float), "a number"),
+    "duration_loss_weight": ((int, float), "a number"),
+    "learning_rate": ((int, float), "a number"),
+    "batch_size": ((int,), "an integer"),
+    "epochs": ((int,), "an integer"),
+    "early_stopping_patience": ((int,), "an integer"),
+    "reduce_lr_patience": ((int,), "an integer"),
+    "window_shift": ((int,), "an integer"),
+    "transpose": ((int,), "an integer"),
+    "time_stretch": ((int, float), "a number"),
+    "seed": ((int,), "an integer"),
+    "extra": ((dict,), "a mapping"),
 }
 
 
+def _type_problems(config: ModelConfig) -> list[str]:
+    """Type errors of ``config`` (bools are not numbers here; ints become floats where due)."""
+    problems = []
+    for name, (types, what) in _FIELD_TYPES.items():
+        value = getattr(config, name)
+        if isinstance(value, (np.integer, np.floating)):
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, types):
+            problems.append(f"{name} must be {what}, got {value!r}")
+            continue
+        if float in types:
+            value = float(value)
+        setattr(config, name, value)
+    units = config.lstm_units
+    if isinstance(units, (int, np.integer)) and not isinstance(units, bool):
+        units = (int(units),)
+    if not isinstance(units, (list, tuple)) or any(
+        isinstance(u, bool) or not isinstance(u, (int, np.integer)) for u in units
+    ):
+        problems.append(f"lstm_units must be a list of integers, got {config.lstm_units!r}")
+    else:
+        config.lstm_units = tuple(int(u) for u in units)
+    clip = config.clipnorm
+    if clip is not None:
+        if isinstance(clip, bool) or not isinstance(clip, (int, float, np.number)):
+            problems.append(f"clipnorm must be a number or None, got {clip!r}")
+        else:
+            config.clipnorm = float(clip)
+    return problems
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # The original tutorial-sized model ("Experiment 1: Baseline" of the original notes).
+    "baseline": ModelConfig(
+        name="baseline", lstm_units=(128,), dropout=0.0, seq_length=25, targets="last",
+        pitch_loss_weight=0.05, step_loss_weight=1.0, duration_loss_weight=1.0,
+        learning_rate=0.005, batch_size=64, clipnorm=None,
+    ),
+    # The same with a longer context and a stronger pitch loss ("Version 1").
+    "v1": ModelConfig(
+        name="v1", lstm_units=(128,), dropout=0.0, seq_length=50, targets="last",
+        pitch_loss_weight=0.5, step_loss_weight=1.0, duration_loss_weight=1.0,
+        learning_rate=0.005, batch_size=64, clipnorm=None,
+    ),
+    # The original's last design ("Version 2"): two stacked LSTMs with dropout, trained as it was.
+    "v2": ModelConfig(
+        name="v2", lstm_units=(256, 128), dropout=0.3, seq_length=50, targets="last",
+        pitch_loss_weight=0.5, step_loss_weight=1.0, duration_loss_weight=1.0,
+        learning_rate=0.001, batch_size=64, clipnorm=None,
+    ),
+    # Proposed: v2's LSTMs reading a learned vector per pitch instead of pitch/128, trained on a
+    # next-note target at every position (same weights per window, seq_length x the signal), with
+    # gradient clipping. The training issue measures what it gains; its settings may be tuned.
+    "v3": ModelConfig(
+        name="v3", lstm_units=(256, 128), dropout=0.3, pitch_input="embedding",
+        pitch_embedding_dim=32, seq_length=50, targets="all",
+        pitch_loss_weight=0.5, step_loss_weight=1.0, duration_loss_weight=1.0,
+        learning_rate=0.001, batch_size=64, clipnorm=1.0,
+    ),
+}
+
+DEFAULT_PRESET = "v2"  # the issue's default: the original's last design
+
+# What the original notes ("Optimization Changes Summary") give as parameter counts.
+ORIGINAL_NOTES_PARAMS: dict[str, int] = {"baseline": 199_000, "v1": 199_000, "v2": 528_000}
+
+
 def get_preset(name: str, **overrides: Any) -> ModelConfig:
-    """The named preset, with ``overrides`` applied. Unknown names get a clear error."""
+    """The named preset (a fresh copy), with ``overrides`` applied.
+
+    Args:
+        name: one of :data:`PRESETS` (``baseline``, ``v1``, ``v2``, ``v3``).
+        **overrides: fields to change, e.g. ``seq_length=100``; unknown keys are refused.
+
+    Raises:
+        MusicRNNError: for an unknown name, unknown keys or impossible values.
+    """
     if name not in PRESETS:
         raise MusicRNNError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name].replace(**overrides) if overrides else PRESETS[name].replace()
+    return PRESETS[name].replace(**overrides)
+
+
+def write_model_config(run_dir: str | Path, config: ModelConfig) -> Path:
+    """Write ``config`` alone to ``<run_dir>/model_config.json`` (atomically); returns the path.
+
+    What notebook 03 hands to notebook 04: the architecture and training settings chosen, before
+    any training (``config.json``, written by training, also records the data and the outcome).
+    """
+    config.validate()
+    return atomic_write_text(Path(run_dir) / MODEL_CONFIG_FILE, config.to_json())
+
+
+def read_model_config(run_dir: str | Path) -> ModelConfig:
+    """Read ``<run_dir>/model_config.json`` back; clear errors when missing or invalid."""
+    path = Path(run_dir) / MODEL_CONFIG_FILE
+    if not path.is_file():
+        raise MusicRNNError(
+            f"no {MODEL_CONFIG_FILE} in {run_dir}; run notebook 03_build_model for this run first"
+        )
+    return ModelConfig.from_json(path.read_text())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,7 +340,8 @@ class PitchEmbedding(keras.layers.Layer):
     """Raw (pitch, step, duration) -> [embedding(pitch), step, duration].
 
     The scalar input makes the network decode pitch identity from one number; a learned vector
-    per pitch gives each pitch its own direction from the start.
+    per pitch gives each pitch its own direction from the start. Pitches are rounded and clipped
+    to 0-127 first, so a sampled or transposed note can never index outside the table.
     """
 
     def __init__(self, output_dim: int = 32, **kwargs):
@@ -178,7 +355,8 @@ class PitchEmbedding(keras.layers.Layer):
 
     def call(self, notes):
         pitch = ops.cast(ops.clip(ops.round(notes[..., 0]), 0, N_PITCHES - 1), "int32")
-        return ops.concatenate([self.embedding(pitch), notes[..., 1:]], axis=-1)
+        vectors = ops.cast(self.embedding(pitch), notes.dtype)
+        return ops.concatenate([vectors, notes[..., 1:]], axis=-1)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.output_dim + 2)
@@ -191,7 +369,8 @@ class PitchEmbedding(keras.layers.Layer):
 def mse_with_positive_pressure(y_true, y_pred):
     """Mean squared error plus 10x any negative prediction (the tutorial's loss for step/duration).
 
-    Works for ``(batch, 1)`` and ``(batch, time, 1)`` predictions alike.
+    Works for ``(batch, 1)`` and ``(batch, time, 1)`` predictions alike, with targets of the same
+    shape or without the trailing 1.
     """
     y_true = ops.reshape(ops.cast(y_true, y_pred.dtype), ops.shape(y_pred))
     mse = (y_true - y_pred) ** 2
@@ -199,19 +378,31 @@ def mse_with_positive_pressure(y_true, y_pred):
     return ops.mean(mse + positive_pressure, axis=-1)
 
 
+# The config each model of this process was built from (infer_config's starting point).
+_CONFIGS: "weakref.WeakKeyDictionary[keras.Model, ModelConfig]" = weakref.WeakKeyDictionary()
+
+
 def build_model(config: ModelConfig, sequence_outputs: bool | None = None) -> keras.Model:
     """The functional Keras model for ``config`` (uncompiled).
 
-    ``sequence_outputs`` (default: ``config.targets == "all"``) makes the top LSTM return every
-    position, so the heads predict a next note per position; the weights are the same either way,
-    so a model trained one way can be rebuilt the other way and given the same weights.
-    Layer names are stable (``input_scaling``, ``lstm_1`` ..., ``dropout_1`` ..., ``pitch``,
-    ``step``, ``duration``) -- the sampler and the loaders rely on them.
+    Args:
+        config: the architecture (``lstm_units``, ``dropout``, ``pitch_input``...).
+        sequence_outputs: make the top LSTM return every position, so the heads predict a next
+            note per position (default: ``config.targets == "all"``). The weights are the same
+            either way, so a model trained one way can be rebuilt the other way with the same
+            weights (:func:`with_sequence_outputs`).
+
+    Returns:
+        A model reading raw notes ``(batch, time, 3)`` of any length, with outputs
+        ``{"pitch": (..., 128) logits, "step": (..., 1), "duration": (..., 1)}``. Layer names are
+        stable (``input_scaling``, ``lstm_1`` ..., ``dropout_1`` ..., ``pitch``, ``step``,
+        ``duration``) -- the sampler and the loaders rely on them. The heads compute in float32
+        even under a mixed-precision policy.
     """
     config.validate()
     if sequence_outputs is None:
         sequence_outputs = config.targets == "all"
-    notes = keras.Input(shape=(None, 3), name="notes")
+    notes = keras.Input(shape=(None, N_FEATURES), name="notes")
     if config.pitch_input == "embedding":
         x = PitchEmbedding(config.pitch_embedding_dim, name="input_scaling")(notes)
     else:
@@ -220,16 +411,19 @@ def build_model(config: ModelConfig, sequence_outputs: bool | None = None) -> ke
     for i, units in enumerate(config.lstm_units, start=1):
         top = i == n
         x = keras.layers.LSTM(
-            units, return_sequences=(not top) or sequence_outputs, name=f"lstm_{i}"
+            units, return_sequences=(not top) or bool(sequence_outputs), name=f"lstm_{i}"
         )(x)
         if not top and config.dropout > 0:
             x = keras.layers.Dropout(config.dropout, name=f"dropout_{i}")(x)
     outputs = {
-        "pitch": keras.layers.Dense(N_PITCHES, name="pitch")(x),
-        "step": keras.layers.Dense(1, name="step")(x),
-        "duration": keras.layers.Dense(1, name="duration")(x),
+        "pitch": keras.layers.Dense(N_PITCHES, name="pitch", dtype="float32")(x),
+        "step": keras.layers.Dense(1, name="step", dtype="float32")(x),
+        "duration": keras.layers.Dense(1, name="duration", dtype="float32")(x),
     }
-    return keras.Model(notes, outputs, name=f"music_rnn_{config.name}")
+    model = keras.Model(notes, outputs, name=f"music_rnn_{config.name}")
+    _CONFIGS[model] = config
+    return model
+
 
 
 def losses_for(config: ModelConfig) -> tuple[dict, dict]:
@@ -255,6 +449,723 @@ def compile_model(model: keras.Model, config: ModelConfig, jit_compile: bool | s
     return model
 
 
+# ---------------------------------------------------------------------------------------------
+# Parameter counts in closed form
+# ---------------------------------------------------------------------------------------------
+
+
+def lstm_param_count(units: int, input_dim: int) -> int:
+    """Weights of one Keras LSTM layer: four gates, each ``units x (input_dim + units) + units``."""
+    return 4 * (units * (input_dim + units) + units)
+
+
+def dense_param_count(units: int, input_dim: int) -> int:
+    """Weights of one Dense layer: a kernel and a bias."""
+    return units * input_dim + units
+
+
+def param_breakdown(config: ModelConfig, input_dim: int | None = None) -> list[dict[str, Any]]:
+    """The parameter count of each layer of ``config``'s model, from the closed forms.
+
+    Args:
+        config: the architecture.
+        input_dim: features per note reaching the first LSTM (default: 3 for the scalar pitch
+            input, ``pitch_embedding_dim + 2`` for the embedding). Passing another width shows
+            what a different input would cost -- the notebook uses it to check the original
+            notes' figures.
+
+    Returns:
+        One dict per layer with ``layer``, ``formula`` and ``params``.
+    """
+    rows = []
+    if input_dim is None:
+        if config.pitch_input == "embedding":
+            rows.append({"layer": "input_scaling (pitch embedding)",
+                         "formula": f"{N_PITCHES} x {config.pitch_embedding_dim}",
+                         "params": N_PITCHES * config.pitch_embedding_dim})
+            input_dim = config.pitch_embedding_dim + 2
+        else:
+            input_dim = N_FEATURES
+    width = input_dim
+    for i, units in enumerate(config.lstm_units, start=1):
+        rows.append({"layer": f"lstm_{i}",
+                     "formula": f"4 x ({units} x ({width} + {units}) + {units})",
+                     "params": lstm_param_count(units, width)})
+        width = units
+    for head, units in (("pitch", N_PITCHES), ("step", 1), ("duration", 1)):
+        rows.append({"layer": head, "formula": f"{units} x {width} + {units}",
+                     "params": dense_param_count(units, width)})
+    return rows
+
+
 def count_params(config: ModelConfig) -> int:
-    """Trainable parameters of a model built from ``config``."""
+    """Trainable parameters of a model built from ``config`` (counted by Keras)."""
     return int(build_model(config).count_params())
+
+
+# ---------------------------------------------------------------------------------------------
+# Rebuilding: infer a config from a model, copy weights, toggle per-position outputs
+# ---------------------------------------------------------------------------------------------
+
+
+def _lstm_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    found = []
+    for layer in model.layers:
+        m = re.fullmatch(r"lstm_(\d+)", layer.name)
+        if m and isinstance(layer, keras.layers.LSTM):
+            found.append((int(m.group(1)), layer))
+    return [layer for _, layer in sorted(found, key=lambda t: t[0])]
+
+
+def infer_config(model: keras.Model, base: ModelConfig | None = None) -> ModelConfig:
+    """The :class:`ModelConfig` a model of this package was built from, read off its layers.
+
+    The architecture (LSTM sizes, dropout, pitch input, per-position outputs, a fixed window
+    length) comes from the model; everything else (loss weights, optimiser) from ``base``, by
+    default the config the model was built from in this process (:func:`build_model`,
+    :func:`load_original_checkpoint`, ...), else the preset named in the model's name
+    (``music_rnn_<preset>``), else the defaults.
+
+    Raises:
+        MusicRNNError: when the model does not have this package's layer layout.
+    """
+    try:
+        scaling = model.get_layer("input_scaling")
+    except ValueError:
+        scaling = None
+    lstms = _lstm_layers(model)
+    names = {layer.name for layer in model.layers}
+    if scaling is None or not lstms or any(head not in names for head in HEADS):
+        if model in _CONFIGS:  # e.g. a wrapped original model: nothing to read off its layers
+            return _CONFIGS[model]
+        raise MusicRNNError(
+            f"model {model.name!r} does not have this package's layers (input_scaling, lstm_1..n, "
+            "pitch/step/duration); load files with musicrnn.model.load_model, which converts the "
+            "original research models"
+        )
+    if base is None:
+        base = _CONFIGS.get(model)
+    if base is None:
+        preset = model.name.removeprefix("music_rnn_")
+        base = PRESETS[preset] if preset in PRESETS else ModelConfig(name=preset or "custom")
+    changes: dict[str, Any] = {
+        "lstm_units": [layer.units for layer in lstms],
+        "targets": "all" if lstms[-1].return_sequences else "last",
+    }
+    if isinstance(scaling, PitchEmbedding):
+        changes.update(pitch_input="embedding", pitch_embedding_dim=scaling.output_dim)
+    else:
+        changes["pitch_input"] = "scalar"
+    dropouts = [la for la in model.layers if isinstance(la, keras.layers.Dropout)]
+    changes["dropout"] = float(dropouts[0].rate) if dropouts else 0.0
+    time_steps = model.inputs[0].shape[1] if model.inputs else None
+    if time_steps:
+        changes["seq_length"] = int(time_steps)
+    return base.replace(**changes)
+
+
+def transfer_weights(source: keras.Model, target: keras.Model) -> keras.Model:
+    """Copy the weights of every layer of ``target`` from the layer of the same name in ``source``.
+
+    Returns:
+        ``target``.
+
+    Raises:
+        MusicRNNError: when a layer with weights is missing in ``source`` or its shapes differ.
+    """
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        try:
+            src = source.get_layer(layer.name)
+        except ValueError:
+            raise MusicRNNError(
+                f"cannot copy weights: {source.name!r} has no layer {layer.name!r}"
+            ) from None
+        values = src.get_weights()
+        shapes = [tuple(w.shape) for w in layer.weights]
+        if [tuple(v.shape) for v in values] != shapes:
+            raise MusicRNNError(
+                f"cannot copy weights of layer {layer.name!r}: shapes "
+                f"{[tuple(v.shape) for v in values]} in {source.name!r}, "
+                f"{shapes} in {target.name!r}"
+            )
+        layer.set_weights(values)
+    return target
+
+
+def with_sequence_outputs(
+    model: keras.Model, sequence_outputs: bool = True, config: ModelConfig | None = None
+) -> keras.Model:
+    """``model`` rebuilt to predict at every position (or only the last), with the same weights.
+
+    A ``targets="last"`` model predicts only after its whole window; rebuilt with
+    ``sequence_outputs=True`` it gives the next-note prediction after every prefix in one pass
+    (for held-out likelihood), and rebuilt the other way a ``targets="all"`` model gives only the
+    last. The model returned is uncompiled.
+
+    Args:
+        model: a model of this package (from :func:`build_model` or :func:`load_model`).
+        sequence_outputs: whether the heads see every position.
+        config: the model's config when known (default: :func:`infer_config`).
+
+    Returns:
+        ``model`` itself when it already has the requested outputs, else a new model.
+    """
+    config = config or infer_config(model)
+    lstms = _lstm_layers(model)
+    if lstms and lstms[-1].return_sequences == bool(sequence_outputs):
+        return model
+    return transfer_weights(model, build_model(config, sequence_outputs=sequence_outputs))
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving and loading models
+# ---------------------------------------------------------------------------------------------
+
+
+def save_model(model: keras.Model, path: str | Path) -> Path:
+    """Save ``model`` as a ``.keras`` file atomically (a temporary file beside it, then a rename).
+
+    A crash while saving leaves the previous file intact; a reader never sees half a file.
+    """
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise MusicRNNError(f"save models as a .keras file, got {path.name!r}")
+    with atomic_path(path) as tmp:
+        model.save(tmp, overwrite=True)
+    return path
+
+
+def _keras_archive_config(path: Path) -> dict[str, Any]:
+    """The ``config.json`` inside a ``.keras`` zip archive, with clear errors."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if "config.json" not in archive.namelist():
+                raise MusicRNNError(f"{path} is a zip file but not a Keras model (no config.json)")
+            return json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MusicRNNError(f"{path} is not a readable .keras model ({exc})") from exc
+
+
+def _is_ours(model_config: dict[str, Any]) -> bool:
+    layers = model_config.get("config", {}).get("layers", [])
+    return any(
+        str(layer.get("registered_name") or "").startswith("musicrnn>")
+        and layer.get("config", {}).get("name") == "input_scaling"
+        for layer in layers
+    )
+
+
+def load_model(path: str | Path, compile: bool = True) -> keras.Model:
+    """Load a saved model, always in the raw-input convention (raw pitch 0-127, step, duration).
+
+    Reads:
+
+    * this package's ``.keras`` files (as saved by :func:`save_model`);
+    * a ``music_rnn_model.keras`` saved by the original research code -- a functional model fed
+      ``(pitch/128, step, duration)`` windows of a fixed length and compiled with a plain,
+      unregistered ``mse_with_positive_pressure``. It is recognised by having no ``input_scaling``
+      layer, and rebuilt as this package's model (any window length, scaling inside) with the
+      same weights; its loss weights and learning rate are kept when it was compiled;
+    * the same saved in Keras's legacy full-model HDF5 format (``.h5``).
+
+    Args:
+        path: the file.
+        compile: compile the model for training and evaluation (our files: as saved; the
+            original's: with this package's losses and the original's loss weights).
+
+    Raises:
+        MusicRNNError: missing file, not a model, or an architecture that cannot be read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MusicRNNError(f"no model file at {path}; train one first (`musicrnn train`) or "
+                            "check the path")
+    custom = {ORIGINAL_LOSS_NAME: mse_with_positive_pressure}
+    if zipfile.is_zipfile(path):
+        archive_config = _keras_archive_config(path)
+        if _is_ours(archive_config):
+            try:
+                return keras.saving.load_model(path, compile=compile)
+            except Exception as exc:  # Keras raises ValueError/TypeError/KeyError/OSError alike
+                raise MusicRNNError(f"could not load the model {path}: {exc}") from exc
+        compile_config = archive_config.get("compile_config") or {}
+    else:
+        import h5py
+
+        if not h5py.is_hdf5(path):
+            raise MusicRNNError(
+                f"{path} is neither a .keras model nor an HDF5 file; pass a music_rnn_model.keras"
+            )
+        with h5py.File(path, "r") as handle:
+            if "model_config" not in handle.attrs:
+                raise MusicRNNError(
+                    f"{path} holds weights only; load it with "
+                    "musicrnn.model.load_original_checkpoint"
+                )
+            raw = handle.attrs.get("training_config")
+        compile_config = {}
+        if raw is not None:
+            try:
+                compile_config = json.loads(raw).get("compile_config") or json.loads(raw)
+            except (TypeError, ValueError):
+                compile_config = {}
+    try:
+        original = keras.saving.load_model(path, compile=False, custom_objects=custom)
+    except Exception as exc:
+        raise MusicRNNError(f"could not load the model {path}: {exc}") from exc
+    return from_original_model(original, compile_config=compile_config, compile=compile)
+
+
+def _original_layout(original: keras.Model) -> tuple[list, list, dict] | None:
+    """The LSTMs, dropouts and heads of an original model, or None when it is not that layout."""
+    lstms, dropouts, heads = [], [], {}
+    for layer in original.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if isinstance(layer, keras.layers.LSTM):
+            lstms.append(layer)
+        elif isinstance(layer, keras.layers.Dropout):
+            dropouts.append(layer)
+        elif isinstance(layer, keras.layers.Dense) and layer.name in HEADS:
+            heads[layer.name] = layer
+        else:
+            return None
+    if not lstms or set(heads) != set(HEADS):
+        return None
+    standard = all(
+        la.activation is keras.activations.tanh
+        and la.recurrent_activation is keras.activations.sigmoid
+        and la.use_bias and not la.go_backwards and not la.return_state
+        for la in lstms
+    ) and all(la.return_sequences for la in lstms[:-1])
+    sizes_ok = heads["pitch"].units == N_PITCHES and heads["step"].units == 1 and (
+        heads["duration"].units == 1
+    ) and all(h.activation is keras.activations.linear for h in heads.values())
+    chained = all(
+        lstms[i + 1].input.shape[-1] == lstms[i].units for i in range(len(lstms) - 1)
+    )
+    return (lstms, dropouts, heads) if standard and sizes_ok and chained else None
+
+
+def from_original_model(
+    original: keras.Model, compile_config: dict[str, Any] | None = None, compile: bool = True
+) -> keras.Model:
+    """Turn a model of the original research code (fed pitch/128) into a raw-input model.
+
+    The original's layout (LSTMs, optional dropout, Dense heads ``pitch``/``step``/``duration``)
+    is rebuilt with :func:`build_model` and given the same weights, so the result has this
+    package's layer names and reads windows of any length. A model with other layers is wrapped
+    instead: raw notes -> :class:`NoteScaling` -> the original model (fixed window length).
+
+    Args:
+        original: the loaded original model.
+        compile_config: the saved compile settings (loss weights, optimiser) when known.
+        compile: compile the result with this package's losses.
+    """
+    inputs = original.inputs
+    if len(inputs) != 1 or len(inputs[0].shape) != 3 or inputs[0].shape[-1] != N_FEATURES:
+        raise MusicRNNError(
+            f"model {original.name!r} takes inputs {[tuple(i.shape) for i in inputs]}; "
+            "expected one (batch, time, 3) input of (pitch/128, step, duration)"
+        )
+    seq_length = inputs[0].shape[1]
+    layout = _original_layout(original)
+    changes: dict[str, Any] = {"name": "original"}
+    if seq_length:
+        changes["seq_length"] = int(seq_length)
+    changes.update(_settings_from_compile_config(compile_config or {}))
+    if layout is None:  # some other architecture: keep it whole, scale in front of it
+        notes = keras.Input(shape=(seq_length, N_FEATURES), name="notes")
+        outputs = original(NoteScaling(name="input_scaling")(notes))
+        if not isinstance(outputs, dict) or set(outputs) != set(HEADS):
+            raise MusicRNNError(
+                f"model {original.name!r} does not predict the heads {HEADS}; it is not a "
+                "music RNN model"
+            )
+        model = keras.Model(notes, outputs, name="music_rnn_original_wrapped")
+        changes["extra"] = {
+            "wrapped_original": "layers other than LSTMs: lstm_units is a placeholder"}
+        config = get_preset("baseline").replace(**changes)
+        _CONFIGS[model] = config
+        if compile:
+            compile_model(model, config)
+        return model
+    lstms, dropouts, heads = layout
+    changes.update(
+        lstm_units=[la.units for la in lstms],
+        dropout=float(dropouts[0].rate) if dropouts and len(lstms) > 1 else 0.0,
+        targets="all" if lstms[-1].return_sequences else "last",
+    )
+    base = "baseline" if len(lstms) == 1 and changes.get("seq_length") == 25 else (
+        "v1" if len(lstms) == 1 else "v2"
+    )
+    config = get_preset(base).replace(**changes)
+    model = build_model(config)
+    for i, layer in enumerate(lstms, start=1):
+        model.get_layer(f"lstm_{i}").set_weights(layer.get_weights())
+    for head in HEADS:
+        model.get_layer(head).set_weights(heads[head].get_weights())
+    if compile:
+        compile_model(model, config)
+    return model
+
+
+def _settings_from_compile_config(compile_config: dict[str, Any]) -> dict[str, Any]:
+    """Loss weights and Adam settings of a saved compile config (only what is readable)."""
+    found: dict[str, Any] = {}
+    weights = compile_config.get("loss_weights")
+    if isinstance(weights, dict):
+        for head in HEADS:
+            value = weights.get(head)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+                found[f"{head}_loss_weight"] = float(value)
+    optimizer = compile_config.get("optimizer") or compile_config.get("optimizer_config")
+    opt_config = optimizer.get("config", {}) if isinstance(optimizer, dict) else {}
+    lr = opt_config.get("learning_rate")
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0:
+        found["learning_rate"] = float(f"{lr:.6g}")  # 0.004999999888 -> 0.005 (float32 noise)
+    clip = opt_config.get("clipnorm")
+    if isinstance(clip, (int, float)) and not isinstance(clip, bool) and clip > 0:
+        found["clipnorm"] = float(clip)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# The original research code's weights-only checkpoints and seed sequence
+# ---------------------------------------------------------------------------------------------
+
+
+def _h5_layer_vars(group) -> list[np.ndarray] | None:
+    """The arrays under ``<layer>/vars`` (or ``<layer>/cell/vars``), in index order."""
+    for sub in ("vars", "cell/vars"):
+        vars_group = group.get(sub)
+        if vars_group is not None and len(vars_group):
+            keys = sorted(vars_group.keys(), key=lambda k: int(k) if k.isdigit() else 1 << 30)
+            return [np.asarray(vars_group[k]) for k in keys]
+    return None
+
+
+def _read_original_checkpoint(handle, path: Path) -> tuple[list[list[np.ndarray]], dict]:
+    """LSTM weight lists (bottom to top) and head weights from an original ``.weights.h5``."""
+    layers = handle.get("layers")
+    if layers is None or not hasattr(layers, "keys"):
+        raise MusicRNNError(
+            f"{path} is an HDF5 file but not a Keras 3 weights checkpoint (no 'layers' group)"
+        )
+
+    def order(name: str) -> int:
+        m = re.search(r"_(\d+)$", name)
+        return int(m.group(1)) if m else 0
+
+    lstm_names = sorted((k for k in layers if re.fullmatch(r"lstm(_\d+)?", k)), key=order)
+    dense_names = sorted((k for k in layers if re.fullmatch(r"dense(_\d+)?", k)), key=order)
+    others = [
+        k for k in layers
+        if k not in lstm_names and k not in dense_names and _h5_layer_vars(layers[k])
+    ]
+    if others or not lstm_names or len(dense_names) != len(HEADS):
+        raise MusicRNNError(
+            f"{path} holds the layers {sorted(layers.keys())}; the original architecture has "
+            "LSTM layers and three Dense heads (pitch, step, duration) -- this checkpoint is of "
+            "another model"
+        )
+    lstm_weights = []
+    width = N_FEATURES
+    for name in lstm_names:
+        values = _h5_layer_vars(layers[name])
+        if values is None or len(values) != 3:
+            raise MusicRNNError(f"{path}: layer {name!r} does not hold LSTM weights")
+        kernel, recurrent, bias = values
+        units = recurrent.shape[0]
+        if (kernel.shape != (width, 4 * units) or recurrent.shape != (units, 4 * units)
+                or bias.shape != (4 * units,)):
+            raise MusicRNNError(
+                f"{path}: LSTM {name!r} has shapes {kernel.shape}, {recurrent.shape}, "
+                f"{bias.shape}; expected ({width}, 4u), (u, 4u), (4u,) for an input of "
+                f"{width} features"
+            )
+        lstm_weights.append(values)
+        width = units
+    heads: dict[str, list[np.ndarray]] = {}
+    for position, name in enumerate(dense_names):
+        group = layers[name]
+        label = None
+        if "vars" in group:
+            label = group["vars"].attrs.get("name")
+            label = label.decode() if isinstance(label, bytes) else label
+        if label not in HEADS:  # no names stored: Keras's order of the sorted dict outputs
+            label = ORIGINAL_HEAD_ORDER[position]
+        values = _h5_layer_vars(group)
+        expected = N_PITCHES if label == "pitch" else 1
+        if (values is None or len(values) != 2 or values[0].shape != (width, expected)
+                or values[1].shape != (expected,)):
+            raise MusicRNNError(
+                f"{path}: Dense {name!r} ({label}) has shapes "
+                f"{[v.shape for v in values or []]}; expected ({width}, {expected}), ({expected},)"
+            )
+        heads[label] = values
+    if set(heads) != set(HEADS):
+        raise MusicRNNError(f"{path}: the Dense heads are {sorted(heads)}, expected {HEADS}")
+    return lstm_weights, heads
+
+
+def load_original_checkpoint(
+    weights_path: str | Path, seq_length: int | None = None, compile: bool = True
+) -> keras.Model:
+    """Load a weights-only checkpoint of the original research code as a raw-input model.
+
+    The original saved ``ckpt_{epoch}.weights.h5`` files of a functional model fed
+    ``(pitch/128, step, duration)``: one or more LSTMs (``layers/lstm/cell/vars/{0,1,2}``, ...)
+    and three Dense heads stored as ``dense``, ``dense_1``, ``dense_2`` in the order of the sorted
+    output names (duration, pitch, step; the stored layer names are used when present). The
+    architecture is read from the file's shapes, so baseline (LSTM(128)) and v2 (LSTM(256) ->
+    LSTM(128)) checkpoints both load.
+
+    Args:
+        weights_path: the ``.weights.h5`` file.
+        seq_length: the window length it was trained with, recorded in the config the model is
+            built from (it reads windows of any length). Default: the length of a
+            ``seed_sequence.npy`` beside the checkpoint when there is one, else the preset's.
+        compile: compile with this package's losses (the closest preset's loss weights).
+
+    Raises:
+        MusicRNNError: a missing file, a file that is not HDF5, or a checkpoint of another model.
+    """
+    import h5py
+
+    path = Path(weights_path)
+    if not path.is_file():
+        raise MusicRNNError(f"no checkpoint at {path}; pass the path of a ckpt_N.weights.h5 file")
+    if not h5py.is_hdf5(path):
+        hint = "; it is a whole model: load it with musicrnn.model.load_model" if (
+            zipfile.is_zipfile(path)) else ""
+        raise MusicRNNError(
+            f"{path} is not an HDF5 weights file; expected a Keras 3 ckpt_N.weights.h5{hint}"
+        )
+    try:
+        with h5py.File(path, "r") as handle:
+            lstm_weights, heads = _read_original_checkpoint(handle, path)
+    except OSError as exc:  # truncated or corrupt HDF5
+        raise MusicRNNError(f"{path} is damaged and cannot be read ({exc})") from exc
+    if seq_length is None:
+        seed_path = path.parent / SEED_FILE
+        if seed_path.is_file():
+            try:
+                seq_length = len(load_seed_sequence(seed_path))
+            except MusicRNNError:
+                seq_length = None
+    units = [w[1].shape[0] for w in lstm_weights]
+    base = "v2" if len(units) > 1 else ("baseline" if seq_length in (None, 25) else "v1")
+    changes: dict[str, Any] = {"name": "original", "lstm_units": units}
+    if len(units) > 1 and len(units) != len(PRESETS["v2"].lstm_units):
+        changes["dropout"] = PRESETS["v2"].dropout
+    if seq_length is not None:
+        changes["seq_length"] = int(seq_length)
+    config = get_preset(base).replace(**changes)
+    model = build_model(config)
+    for i, values in enumerate(lstm_weights, start=1):
+        model.get_layer(f"lstm_{i}").set_weights(values)
+    for head, values in heads.items():
+        model.get_layer(head).set_weights(values)
+    if compile:
+        compile_model(model, config)
+    return model
+
+
+def validate_notes(notes: Any, what: str = "notes") -> np.ndarray:
+    """Check a ``(n, 3)`` array of raw (pitch, step, duration) and return it as float32.
+
+    Raises:
+        MusicRNNError: wrong shape, non-finite values, pitches outside 0-127 or negative times.
+    """
+    try:
+        array = np.asarray(notes, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise MusicRNNError(f"{what} must be numbers, got {type(notes).__name__}") from exc
+    if array.ndim != 2 or array.shape[1] != N_FEATURES or len(array) == 0:
+        raise MusicRNNError(
+            f"{what} must be an (n, 3) array of (pitch, step, duration) with n >= 1, "
+            f"got shape {array.shape}"
+        )
+    if not np.isfinite(array).all():
+        raise MusicRNNError(f"{what} hold NaN or infinite values")
+    pitch = array[:, 0]
+    if pitch.min() < 0 or pitch.max() > N_PITCHES - 1 or (pitch != np.round(pitch)).any():
+        raise MusicRNNError(
+            f"{what}: pitches must be whole raw MIDI numbers 0-127, got "
+            f"{pitch.min():g}..{pitch.max():g}"
+            + (" (they look divided by 128: multiply them back)" if pitch.max() <= 1 else "")
+        )
+    if (array[:, 1:] < 0).any():
+        raise MusicRNNError(f"{what}: step and duration must be >= 0 seconds")
+    return array.astype(np.float32)
+
+
+def load_seed_sequence(path: str | Path) -> np.ndarray:
+    """Read a ``seed_sequence.npy`` ((n, 3) raw pitch, step, duration) without unpickling.
+
+    Returns:
+        A float32 ``(n, 3)`` array.
+
+    Raises:
+        MusicRNNError: a missing, unreadable or malformed file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MusicRNNError(f"no seed sequence at {path}")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise MusicRNNError(
+            f"{path} is not a plain numeric .npy array ({exc}); save it with numpy.save"
+        ) from exc
+    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
+        raise MusicRNNError(f"{path} does not hold a numeric array")
+    return validate_notes(array, what=f"the seed sequence {path.name}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Run directories
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One trained model and what belongs with it, as loaded from a run directory."""
+
+    run_dir: Path  # the folder
+    model: keras.Model  # raw-input model (see build_model)
+    config: ModelConfig  # how it was built and trained
+    seed_sequence: np.ndarray  # (n, 3) float32 raw notes: the default primer for generation
+    info: dict[str, Any]  # everything in config.json ("model", "dataset", "max_files", ...)
+
+    @property
+    def history_path(self) -> Path:
+        """``history.csv`` (may not exist)."""
+        return self.run_dir / HISTORY_FILE
+
+    def history(self):
+        """The training history as a pandas DataFrame, or None when there is none."""
+        import pandas as pd
+
+        return pd.read_csv(self.history_path) if self.history_path.is_file() else None
+
+    @property
+    def checkpoints(self) -> list[Path]:
+        """The per-epoch weight checkpoints, oldest first."""
+        folder = self.run_dir / CHECKPOINTS_DIR
+        return sorted(folder.glob("*.weights.h5"), key=lambda p: p.stat().st_mtime) if (
+            folder.is_dir()) else []
+
+
+def write_run_files(
+    run_dir: str | Path,
+    model: keras.Model,
+    config: ModelConfig,
+    seed_sequence: Any,
+    info: dict[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write a run directory's model, ``config.json`` and ``seed_sequence.npy``, each atomically.
+
+    ``config.json`` is ``{"model": config.to_dict(), **info}`` (``info``: dataset, max_files,
+    anything JSON-able). The model goes last, so a folder holding a model holds the rest.
+
+    Returns:
+        ``{"model": path, "config": path, "seed_sequence": path}``.
+
+    Raises:
+        MusicRNNError: a seed sequence that is not ``(n, 3)`` raw notes, ``info`` with a
+            ``"model"`` key, or a model whose layers differ from ``config``.
+    """
+    run_dir = Path(run_dir)
+    config.validate()
+    info = dict(info or {})
+    if "model" in info:
+        raise MusicRNNError("info must not have a 'model' key: config.json keeps the config there")
+    seed = validate_notes(seed_sequence, what="the seed sequence")
+    try:
+        built = infer_config(model, base=config)
+    except MusicRNNError:
+        built = None  # a wrapped original: nothing to compare
+    if built is not None and not built.same_architecture(config):
+        raise MusicRNNError(
+            f"the model's layers (lstm_units={list(built.lstm_units)}, pitch_input="
+            f"{built.pitch_input}) differ from the config ({list(config.lstm_units)}, "
+            f"{config.pitch_input})"
+        )
+    info.setdefault("keras_version", keras.__version__)
+    info.setdefault("backend", keras.backend.backend())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"model": run_dir / MODEL_FILE, "config": run_dir / CONFIG_FILE,
+             "seed_sequence": run_dir / SEED_FILE}
+    with atomic_path(paths["seed_sequence"]) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, seed.astype(np.float64), allow_pickle=False)
+    text = json.dumps({"model": config.to_dict(), **info}, indent=2, sort_keys=True, default=str)
+    atomic_write_text(paths["config"], text + "\n")
+    save_model(model, paths["model"])
+    return paths
+
+
+def load_run(run_dir: str | Path, compile: bool = True) -> Run:
+    """Load a run directory written by training (or the original code's two files).
+
+    Needs ``music_rnn_model.keras``, ``config.json`` and ``seed_sequence.npy``. A folder from the
+    original research code, which has no ``config.json``, loads too: its config is read off the
+    converted model.
+
+    Raises:
+        MusicRNNError: a missing folder, missing files (all of them named), an unreadable
+            ``config.json``, or a model that differs from what ``config.json`` describes.
+    """
+    run_dir = Path(run_dir).expanduser()
+    if not run_dir.is_dir():
+        raise MusicRNNError(
+            f"no run directory at {run_dir}; train one with `musicrnn train --run-dir {run_dir}`"
+        )
+    required = (MODEL_FILE, CONFIG_FILE, SEED_FILE)
+    missing = [name for name in required if not (run_dir / name).is_file()]
+    original_folder = missing == [CONFIG_FILE] and not _holds_our_model(run_dir / MODEL_FILE)
+    if missing and not original_folder:
+        present = sorted(p.name for p in run_dir.iterdir())
+        raise MusicRNNError(
+            f"run directory {run_dir} lacks {', '.join(missing)} (it holds: "
+            f"{', '.join(present) or 'nothing'}); train a model into it first "
+            f"(`musicrnn train --run-dir {run_dir}`)"
+        )
+    model = load_model(run_dir / MODEL_FILE, compile=compile)
+    seed = load_seed_sequence(run_dir / SEED_FILE)
+    if original_folder:
+        config = infer_config(model)
+        info: dict[str, Any] = {"model": config.to_dict(), "source": "original research code"}
+        return Run(run_dir=run_dir, model=model, config=config, seed_sequence=seed, info=info)
+    try:
+        info = json.loads((run_dir / CONFIG_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MusicRNNError(f"{run_dir / CONFIG_FILE} is not valid JSON ({exc})") from exc
+    if not isinstance(info, dict) or not isinstance(info.get("model"), dict):
+        raise MusicRNNError(
+            f"{run_dir / CONFIG_FILE} has no 'model' section; it was not written by musicrnn"
+        )
+    config = ModelConfig.from_dict(info["model"])
+    try:
+        built = infer_config(model, base=config)
+    except MusicRNNError:
+        built = config  # a wrapped original model: no layers of ours to compare
+    if not built.same_architecture(config):
+        raise MusicRNNError(
+            f"{run_dir}: {MODEL_FILE} has lstm_units={list(built.lstm_units)}, pitch_input="
+            f"{built.pitch_input}, but {CONFIG_FILE} says lstm_units={list(config.lstm_units)}, "
+            f"pitch_input={config.pitch_input}; the folder mixes two runs"
+        )
+    return Run(run_dir=run_dir, model=model, config=config, seed_sequence=seed, info=info)
+
+
+def _holds_our_model(path: Path) -> bool:
+    """Whether ``path`` is a ``.keras`` file saved by this package (False when unreadable)."""
+    try:
+        return zipfile.is_zipfile(path) and _is_ours(_keras_archive_config(path))
+    except MusicRNNError:
+        return False
