@@ -13,6 +13,15 @@ import os
 import tempfile
 from pathlib import Path
 
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp makes them 0600)
+
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -49,6 +58,7 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -90,6 +100,7 @@ class _AtomicPath:
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self.tmp is not None
         if exc_type is None and self.tmp.exists():
+            os.chmod(self.tmp, _FILE_MODE)
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)
