@@ -37,8 +37,12 @@ test-fast: setup ## the tests without the slow ones (notebooks, training runs)
 bench: setup ## run the benchmarks (each ends with a RESULT line)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+experiments: setup ## train baseline, v1, v2, v3 on one CPU budget each; write the experiment log
+	$(BIN)/musicrnn experiments --config $(or $(EXPERIMENTS),configs/experiments-quick.yaml) $(if $(RUN_DIR),--out-dir $(RUN_DIR))
+
 lab: setup ## open the notebooks in JupyterLab with the project's kernel
-	cd notebooks && ../$(BIN)/jupyter lab
+	JUPYTER_PREFER_ENV_PATH=1 $(abspath $(BIN))/jupyter lab --ServerApp.root_dir="$(CURDIR)/notebooks" \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean-venv: ## remove .venv (the next command makes it again)
 	rm -rf $(VENV)

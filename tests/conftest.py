@@ -50,3 +50,49 @@ def smoke_run(tmp_path_factory) -> Path:
         ROOT / "configs" / "smoke.yaml", run_dir=base / "run",
         overrides={"data_dir": str(base / "data")},
     )
+
+
+@pytest.fixture(scope="session")
+def chorale_data(tmp_path_factory) -> dict:
+    """Eight real Bach chorales (music21's corpus, offline) written out and extracted into a
+    temporary data folder: ``{"data_dir", "dataset", "max_files", "corpus"}``."""
+    from musicrnn.notes import load_corpus
+
+    data_dir = tmp_path_factory.mktemp("chorale-data")
+    corpus = load_corpus("bach-chorales", data_dir=data_dir, max_files=8)
+    return {"data_dir": data_dir, "dataset": "bach-chorales", "max_files": 8, "corpus": corpus}
+
+
+@pytest.fixture(scope="session")
+def chorale_run(tmp_path_factory, chorale_data) -> dict:
+    """A small trained run directory for generation tests (issue 4), made in seconds.
+
+    On the chorales of ``chorale_data``, a one-layer LSTM(32) of the baseline layout
+    (``targets="last"``, 16-note windows) is fitted for a few epochs on windows taken inside the
+    training pieces, and written with ``musicrnn.model.write_run_files``. Returns
+    ``{"run_dir", "data_dir", "dataset", "max_files"}``.
+    """
+    import keras
+    import numpy as np
+
+    from musicrnn.model import build_model, compile_model, get_preset, write_run_files
+
+    run_dir = tmp_path_factory.mktemp("chorale-run") / "run"
+    corpus = chorale_data["corpus"]
+    config = get_preset("baseline", lstm_units=(32,), seq_length=16, learning_rate=0.01,
+                        pitch_loss_weight=1.0, seed=5)
+    windows = []
+    for piece in corpus.iter_features("train"):
+        for start in range(0, len(piece) - config.seq_length, 2):
+            windows.append(piece[start: start + config.seq_length + 1])
+    windows = np.stack(windows).astype("float32")
+    inputs, targets = windows[:, :-1], windows[:, -1]
+    keras.utils.set_random_seed(config.seed)
+    model = compile_model(build_model(config), config, jit_compile=False)
+    model.fit(inputs, {"pitch": targets[:, 0], "step": targets[:, 1], "duration": targets[:, 2]},
+              batch_size=64, epochs=4, verbose=0)
+    seed_sequence = corpus.features(int(corpus.indices("validation")[0]))[: config.seq_length]
+    write_run_files(run_dir, model, config, seed_sequence,
+                    {"dataset": "bach-chorales", "max_files": 8})
+    return {"run_dir": run_dir, "data_dir": chorale_data["data_dir"],
+            "dataset": "bach-chorales", "max_files": 8}
