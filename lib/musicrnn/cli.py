@@ -28,7 +28,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_download(args: argparse.Namespace) -> int:
     from .datasets import download
 
-    files = download(args.name, data_dir=args.data_dir)
+    files = download(args.name, data_dir=args.data_dir, max_files=args.max_files,
+                     workers=args.workers)
     print(files.describe())
     return 0
 
@@ -40,6 +41,129 @@ def _cmd_extract(args: argparse.Namespace) -> int:
                             max_files=args.max_files, force=args.force)
     print(corpus.summary().to_string())
     return 0
+
+
+def _cmd_perform(args: argparse.Namespace) -> int:
+    from .live import list_output_names, perform
+
+    if args.list_ports:
+        names = list_output_names()
+        print("\n".join(names) if names else "(no MIDI output ports)")
+        return 0
+    cc_map = None
+    if args.temperature_cc is not None:
+        cc_map = {args.temperature_cc: ("temperature", 0.1, 2.0)}
+    perform(args.run_dir, port=args.port, virtual=args.virtual, record=args.record,
+            duration_s=args.duration, temperature=args.temperature, speed=args.speed,
+            transpose=args.transpose, velocity=args.velocity, channel=args.channel,
+            seed=args.seed, gestures=args.gestures, camera=args.camera,
+            control_port=args.control_port, cc_map=cc_map, data_dir=args.data_dir)
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .generation import (
+        check_temperature, check_top_k, check_top_p, check_num_notes, check_output_path,
+        load_generator, notes_table,
+    )
+
+    temperature = check_temperature(_number(args.temperature, "--temperature"))
+    num_notes = check_num_notes(_number(args.num_notes, "--num-notes", whole=True))
+    top_k = check_top_k(None if args.top_k is None else _number(args.top_k, "--top-k", True))
+    top_p = check_top_p(None if args.top_p is None else _number(args.top_p, "--top-p"))
+    batch = int(_number(args.batch, "--batch", whole=True))
+    if not 1 <= batch <= 1024:
+        raise MusicRNNError(f"--batch must be 1 to 1024 pieces, got {args.batch}")
+    seed = None if args.seed is None else int(_number(args.seed, "--seed", whole=True))
+    if seed is not None and seed < 0:
+        raise MusicRNNError(f"--seed must be >= 0, got {args.seed}")
+    out = check_output_path(args.out)
+    outs = [out] if batch == 1 else [
+        out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(batch)
+    ]
+    generator = load_generator(args.run_dir, model_path=args.model,
+                               seed_sequence=args.seed_sequence, primer=args.primer)
+    sampler = generator.sampler(batch_size=batch, seed=seed)
+    sampler.prime(generator.primer)
+    notes = sampler.sample(num_notes, temperature=temperature, top_k=top_k, top_p=top_p)
+
+    from .audio import save_piece
+
+    written = []
+    for path, stream in zip(outs, notes):
+        table = notes_table(stream)
+        if args.with_primer:
+            import pandas as pd
+
+            primer = notes_table(generator.primer)
+            table = pd.concat([primer, notes_table(stream, start=float(primer["start"].iloc[-1]))],
+                              ignore_index=True)
+        try:
+            files = save_piece(table, path, wav_path=path.with_suffix(".wav") if args.wav else None)
+        except BaseException:
+            for done in written:  # all or nothing: no half of a batch left behind
+                for f in done.values():
+                    f.unlink(missing_ok=True)
+            raise
+        written.append(files)
+    print(f"primer: {len(generator.primer)} notes from {generator.primer_source}; "
+          f"{sampler.describe()}")
+    for files in written:
+        print("wrote " + ", ".join(str(f) for f in files.values()))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_run
+
+    report = evaluate_run(
+        args.run_dir, data_dir=args.data_dir, dataset=args.dataset, max_files=args.max_files,
+        temperatures=args.temperatures, num_samples=args.num_samples, num_notes=args.num_notes,
+        seed=args.seed, split=args.split, max_positions=args.max_positions, progress=True,
+    )
+    m = report.metrics
+    print(f"held-out {m['split']} pieces of {m['dataset']}: {m['n_positions']:,} notes scored "
+          f"with a full {m['seq_length']}-note context")
+    print(f"pitch NLL {m['pitch_nll']:.3f} nats/note (unigram {m['unigram_pitch_nll']:.3f}, "
+          f"markov2 {m['markov2_pitch_nll']:.3f}, best n-gram {m['best_ngram']} "
+          f"{m['best_ngram_pitch_nll']:.3f}); top-1 {m['top1_accuracy']:.1%}")
+    print(f"best temperature {m['best_temperature']:g}: overlapping area {m['overlap_area']:.3f} "
+          f"(real music reaches {m['reference_overlap_area']:.3f})")
+    print(f"wrote {m['run_dir']}/evaluation/ (metrics.json, tables, plots)")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training import train
+
+    result = train(
+        args.preset, args.dataset, args.run_dir, data_dir=args.data_dir,
+        max_files=args.max_files, epochs=args.epochs, seed=args.seed,
+        validate_every=args.validate_every, strategy=args.strategy,
+        mixed_precision=args.mixed_precision, tensorboard=args.tensorboard,
+        progress=2 if args.quiet else True,
+    )
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def _cmd_experiments(args: argparse.Namespace) -> int:
+    from .evaluation import run_experiments
+
+    run_experiments(args.config, args.out_dir, data_dir=args.data_dir,
+                    budget_seconds=args.budget_seconds, models=args.models, progress=True)
+    return 0
+
+
+def _number(text: str, option: str, whole: bool = False) -> float:
+    """A command-line number, or a one-line error naming the option."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise MusicRNNError(f"{option} must be a number, got {text!r}") from None
+    if whole and not value.is_integer():  # also refuses nan and inf
+        raise MusicRNNError(f"{option} must be a whole number, got {text!r}")
+    return value
 
 
 # -- parser ---------------------------------------------------------------------------------------
@@ -61,15 +185,127 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("download", help="download (or write out) a dataset's MIDI files")
     p.add_argument("name", help="bach-chorales, essen-folksongs, maestro-v2, maestro-v3, local:DIR")
     p.add_argument("--data-dir", default=None, help="data folder (default: the project's data/)")
+    p.add_argument("--max-files", type=int, default=None,
+                   help="a deterministic subset of N files covering every split")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes writing MIDI files (default: one per core)")
     p.set_defaults(func=_cmd_download)
 
     p = sub.add_parser("extract", help="extract and cache a dataset's note tables")
     p.add_argument("name", help="dataset name, as for download")
     p.add_argument("--data-dir", default=None, help="data folder (default: the project's data/)")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: auto)")
-    p.add_argument("--max-files", type=int, default=None, help="use only the first N files")
+    p.add_argument("--max-files", type=int, default=None,
+                   help="a deterministic subset of N files covering every split")
     p.add_argument("--force", action="store_true", help="ignore the cache and extract again")
     p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("perform", help="play a trained model live to a MIDI port or a file")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--port", default=None, help="MIDI output port name (see --list-ports)")
+    out.add_argument("--virtual", action="store_true",
+                     help="open a virtual MIDI port 'Music RNN' for a DAW or soft synth")
+    out.add_argument("--record", default=None, metavar="FILE.mid",
+                     help="record to a MIDI file with the real times (no MIDI system needed)")
+    out.add_argument("--list-ports", action="store_true", help="list the MIDI output ports")
+    p.add_argument("--run-dir", default=None, help="trained run (default: the newest one)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="seconds to play (default: until Ctrl-C)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--speed", type=float, default=1.0, help="tempo factor (2: twice as fast)")
+    p.add_argument("--transpose", type=int, default=0, help="semitones added to every note")
+    p.add_argument("--velocity", type=int, default=90, help="MIDI velocity 1-127")
+    p.add_argument("--channel", type=int, default=0, help="MIDI channel 0-15")
+    p.add_argument("--seed", type=int, default=None, help="random seed of the sampler")
+    p.add_argument("--control-port", default=None,
+                   help="MIDI input port of a controller: its CCs pass through to the output")
+    p.add_argument("--temperature-cc", type=int, default=None, metavar="CC",
+                   help="controller number whose knob sets the temperature (0.1-2.0)")
+    p.add_argument("--gestures", action="store_true",
+                   help="steer with hand gestures from the camera (pip install .[gestures])")
+    p.add_argument("--camera", type=int, default=0, help="camera index for --gestures")
+    p.add_argument("--data-dir", default=None, help="data folder (gesture model cache)")
+    p.set_defaults(func=_cmd_perform)
+
+    p = sub.add_parser("generate", help="generate notes with a trained model: .mid (and .wav)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run-dir", help="a run directory (model, config, seed sequence)")
+    source.add_argument("--model", help="a .keras model (ours or the original's) or an original "
+                        "ckpt_N.weights.h5")
+    p.add_argument("--seed-sequence", help="primer notes: an (n, 3) .npy of raw pitch, step, "
+                   "duration (default: the run's seed_sequence.npy)")
+    p.add_argument("--primer", help="primer notes from a MIDI file (its last seq_length notes)")
+    p.add_argument("--temperature", default="1.0",
+                   help="pitch randomness, > 0: below 1 safer, above 1 wilder (default 1.0)")
+    p.add_argument("--num-notes", default="120", help="notes to generate (default 120)")
+    p.add_argument("--out", required=True, help="the MIDI file to write (FILE.mid)")
+    p.add_argument("--wav", action="store_true", help="also render FILE.wav with FluidSynth")
+    p.add_argument("--seed", default=None, help="random seed: the same seed gives the same notes")
+    p.add_argument("--top-k", default=None, help="draw pitch only from the K most likely")
+    p.add_argument("--top-p", default=None, help="draw pitch from the most likely pitches "
+                   "holding probability P (nucleus sampling)")
+    p.add_argument("--batch", default="1", help="generate N pieces at once: FILE-1.mid ...")
+    p.add_argument("--with-primer", action="store_true",
+                   help="put the primer's notes before the generated ones in the file")
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("evaluate", help="held-out likelihood, baselines, temperature sweep: "
+                       "writes RUN_DIR/evaluation/")
+    p.add_argument("--run-dir", required=True, help="the run directory of the model to evaluate")
+    p.add_argument("--temperatures", type=float, nargs="+", default=None,
+                   help="temperatures to sweep (default 0.5 0.75 1.0 1.25 1.5)")
+    p.add_argument("--data-dir", default=None, help="data folder (default: the project's data/)")
+    p.add_argument("--dataset", default=None, help="held-out pieces from this dataset "
+                   "(default: the one the run was trained on)")
+    p.add_argument("--max-files", type=int, default=None,
+                   help="files of the dataset (default: as the run was trained)")
+    p.add_argument("--split", default="test", choices=["test", "validation"],
+                   help="held-out split (validation when the dataset has no test pieces)")
+    p.add_argument("--num-samples", type=int, default=64,
+                   help="generated continuations per temperature (default 64)")
+    p.add_argument("--num-notes", type=int, default=100,
+                   help="notes per continuation (default 100)")
+    p.add_argument("--max-positions", type=int, default=None,
+                   help="score at most this many held-out notes (evenly spaced; default all)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of primers and sampling")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("experiments", help="train several presets on one wall-clock budget and "
+                       "write the experiment log (make experiments)")
+    p.add_argument("--config", default="configs/experiments-quick.yaml",
+                   help="experiments file (default configs/experiments-quick.yaml)")
+    p.add_argument("--out-dir", default=None, help="output folder (default "
+                   "outputs/runs/<config>-<time>; an existing one resumes)")
+    p.add_argument("--data-dir", default=None, help="data folder (default: the project's data/)")
+    p.add_argument("--budget-seconds", type=float, default=None,
+                   help="training wall-clock per model (default: the file's budget_seconds)")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="only these models of the file (default: all)")
+    p.set_defaults(func=_cmd_experiments)
+
+    p = sub.add_parser("train", help="train a model into a run directory (run it again after an "
+                       "interruption and it resumes)")
+    p.add_argument("--preset", default="v2", help="model preset: baseline, v1, v2 (default), v3")
+    p.add_argument("--dataset", default="bach-chorales",
+                   help="bach-chorales (default), essen-folksongs, maestro-v2, maestro-v3, "
+                   "local:DIR")
+    p.add_argument("--max-files", type=int, default=None, help="use a subset of N files")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="passes over the training windows at most (default: the preset's)")
+    p.add_argument("--run-dir", default=None, help="output folder (default: outputs/runs/"
+                   "train-<preset>-<dataset>-seed<S>, the same for the same command)")
+    p.add_argument("--seed", type=int, default=None, help="one seed for all randomness")
+    p.add_argument("--data-dir", default=None, help="data folder (default: the project's data/)")
+    p.add_argument("--validate-every", type=int, default=None,
+                   help="training steps between validations (default: one pass, >= 200)")
+    p.add_argument("--strategy", default="auto",
+                   choices=["auto", "none", "mirrored", "multiworker", "slurm"],
+                   help="distribution (auto: TF_CONFIG/SLURM -> multi-worker, >1 GPU -> "
+                   "mirrored)")
+    p.add_argument("--mixed-precision", action="store_true", help="mixed precision (GPUs)")
+    p.add_argument("--tensorboard", action="store_true", help="TensorBoard logs in RUN_DIR/logs")
+    p.add_argument("--quiet", action="store_true", help="one line per validation, no bar")
+    p.set_defaults(func=_cmd_train)
 
     return parser
 

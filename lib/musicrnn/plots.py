@@ -490,7 +490,8 @@ def overlap_by_temperature(
     ax.set_xlabel("temperature")
     ax.set_ylabel("overlapping area with held-out music")
     ax.set_ylim(0, 1.02)
-    ax.set_title("Generated vs held-out statistics" + ("" if several else " (grey: each statistic)"))
+    ax.set_title("Generated vs held-out statistics"
+                 + ("" if several else " (grey: each statistic)"))
     ax.legend(fontsize="small", loc="lower left")
     ax.grid(alpha=0.3)
     return fig

@@ -1,0 +1,124 @@
+"""Generation speed, side by side in one run: the tutorial's loop against the stateful sampler.
+
+The tutorial (and the original code) generated every note with ``model.predict`` on the whole
+window; :class:`musicrnn.generation.Sampler` carries the LSTM state and takes one step per note,
+in NumPy. Measured on the same model (the ``v2`` preset: LSTM(256) -> LSTM(128), 50-note
+windows) and the same primer, on the CPU:
+
+* ``tutorial``: :func:`musicrnn.generation.tutorial_generate`, ``model.predict`` per note;
+* ``single``: one stream, the state carried (``reprime_every=None``);
+* ``single, re-primed``: one stream as the sampler runs a ``targets="last"`` model by default
+  (the state rebuilt from the last 50 notes every 25 notes);
+* ``batch64``: 64 streams at once, carried and re-primed.
+
+The goals (issue 4): single stream >= 3,000 notes/s and >= 200x the tutorial loop, 64 streams
+>= 50,000 notes/s in total. The last line reads
+``RESULT single_notes_per_s=<n> single_vs_tutorial=<ratio> batch64_notes_per_s=<n>`` (the
+carried state), followed by the re-primed figures.
+
+Usage: ``python benchmarks/generate.py [--preset v2] [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # the figures are for the CPU
+
+
+CPU_TIMES: dict[str, float] = {}  # label -> notes per second of this process's CPU time
+
+
+def _rate(fn, notes: int, repeats: int = 3, label: str = "") -> float:
+    """Best of ``repeats`` wall-clock timings of ``fn()`` (which makes ``notes`` notes), in
+    notes/s; the best rate per CPU second of this process goes to ``CPU_TIMES[label]`` (on a
+    machine shared with other work the two differ: the CPU figure is what a free core gives)."""
+    best, best_cpu = float("inf"), float("inf")
+    for _ in range(repeats):
+        started, cpu = time.perf_counter(), time.process_time()
+        fn()
+        best = min(best, time.perf_counter() - started)
+        best_cpu = min(best_cpu, max(time.process_time() - cpu, 1e-9))
+    CPU_TIMES[label] = notes / best_cpu
+    return notes / best
+
+
+def _load() -> str:
+    try:
+        return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "load average unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="v2", help="model preset (default v2)")
+    parser.add_argument("--quick", action="store_true", help="fewer notes (a smoke run)")
+    args = parser.parse_args()
+
+    import keras
+    import numpy as np
+
+    from musicrnn.generation import Sampler, tutorial_generate
+    from musicrnn.model import build_model, get_preset
+
+    config = get_preset(args.preset)
+    keras.utils.set_random_seed(0)
+    model = build_model(config)
+    rng = np.random.default_rng(0)
+    primer = np.stack([rng.integers(48, 84, config.seq_length),
+                       rng.exponential(0.2, config.seq_length),
+                       rng.exponential(0.4, config.seq_length)], axis=1).astype(np.float32)
+    tutorial_notes = 8 if args.quick else 40
+    single_notes = 2_000 if args.quick else 20_000
+    batch, batch_notes = 64, (100 if args.quick else 800)
+
+    print(f"{args.preset}: LSTM {list(config.lstm_units)}, seq_length {config.seq_length}, "
+          f"targets={config.targets}; {platform.processor() or platform.machine()}, "
+          f"{len(os.sched_getaffinity(0))} CPU cores; keras {keras.__version__} "
+          f"({keras.backend.backend()}), numpy {np.__version__}; {_load()}", flush=True)
+
+    tutorial_generate(model, primer, 2, seed=0)  # warm up predict
+    tutorial = _rate(lambda: tutorial_generate(model, primer, tutorial_notes, seed=0),
+                     tutorial_notes, repeats=2, label="tutorial")
+    print(f"tutorial loop (model.predict per note): {tutorial:10.1f} notes/s", flush=True)
+
+    def sampler_rate(batch_size: int, notes: int, reprime_every) -> tuple[float, Sampler]:
+        sampler = Sampler(model, batch_size=batch_size, seed=0, config=config,
+                          reprime_every=reprime_every)
+        sampler.prime(primer)
+        sampler.sample(min(200, notes))  # warm up
+        label = f"{batch_size}-{reprime_every}"
+        return _rate(lambda: sampler.sample(notes), batch_size * notes, label=label), sampler
+
+    single, _ = sampler_rate(1, single_notes, None)
+    print(f"sampler, 1 stream, state carried:        {single:10.0f} notes/s "
+          f"({single / tutorial:.0f}x the tutorial loop)", flush=True)
+    single_reprimed, sampler = sampler_rate(1, single_notes, "auto")
+    print(f"sampler, 1 stream, re-primed every {sampler.reprime_every}:   {single_reprimed:10.0f} "
+          f"notes/s ({single_reprimed / tutorial:.0f}x)", flush=True)
+    batch64, _ = sampler_rate(batch, batch_notes, None)
+    print(f"sampler, {batch} streams, state carried:      {batch64:10.0f} notes/s in total",
+          flush=True)
+    batch64_reprimed, _ = sampler_rate(batch, batch_notes, "auto")
+    print(f"sampler, {batch} streams, re-primed:          {batch64_reprimed:10.0f} notes/s in total",
+          flush=True)
+    print(f"per CPU second of this process (what a free core gives): tutorial "
+          f"{CPU_TIMES['tutorial']:.1f}, 1 stream {CPU_TIMES['1-None']:.0f} (re-primed "
+          f"{CPU_TIMES['1-auto']:.0f}), {batch} streams {CPU_TIMES[f'{batch}-None']:.0f} "
+          f"(re-primed {CPU_TIMES[f'{batch}-auto']:.0f}) notes/s; {_load()}")
+    goals = (single >= 3000 and single / tutorial >= 200 and batch64 >= 50_000)
+    print(f"goals (>= 3,000 notes/s, >= 200x, >= 50,000 notes/s for 64 streams): "
+          f"{'met' if goals else 'NOT met'}")
+    print(f"RESULT single_notes_per_s={single:.0f} single_vs_tutorial={single / tutorial:.0f} "
+          f"batch64_notes_per_s={batch64:.0f} single_reprimed_notes_per_s={single_reprimed:.0f} "
+          f"batch64_reprimed_notes_per_s={batch64_reprimed:.0f} "
+          f"tutorial_notes_per_s={tutorial:.1f}")
+
+
+if __name__ == "__main__":
+    main()

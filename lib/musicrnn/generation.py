@@ -1,0 +1,1377 @@
+"""Generate notes from a trained model: a stateful sampler that runs one LSTM step per note.
+
+The tutorial (and the original code) generated every note by running the model on the whole
+50-note window again -- ``model.predict`` per note, some 70-110 ms each. A recurrent network does
+not need that: its LSTM state *is* the summary of everything it has read, so after priming the
+state with the primer notes, each new note costs one recurrent step.
+
+:class:`Sampler` reads the weights out of the Keras layers once (the input scaling or pitch
+embedding, every ``lstm_i``, the ``pitch``/``step``/``duration`` heads) and runs that step in
+NumPy, float32, on preallocated buffers -- per-call overhead, not arithmetic, is what made the
+Keras step slow. It checks itself against the Keras model when it is built, so a model whose
+layers it misreads is refused instead of sampled wrongly.
+
+Carried state and the window see different contexts: the window model forgets everything older
+than ``seq_length`` notes, the carried state keeps it. For the first note after priming both give
+the same distribution; after that they differ exactly where the window truncates history. A model
+trained only on ``seq_length`` windows from a zero state (``targets="last"``) never saw a state
+carried for hundreds of notes, so for such models the sampler re-primes: every ``reprime_every``
+notes it rebuilds the state from the last ``seq_length`` notes (see :func:`default_reprime_every`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import MusicRNNError
+
+N_PITCHES = 128
+MAX_NUM_NOTES = 100_000  # more than anyone listens to; a typo's 10**9 is refused, not attempted
+_HEAD_WIDTH = N_PITCHES + 2  # pitch logits, step, duration
+
+
+# ---------------------------------------------------------------------------------------------
+# The network in NumPy
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _LSTMLayer:
+    """One LSTM layer in the sampler's layout.
+
+    ``weights`` multiplies ``[x, h, 1]`` (input, previous output, a constant one for the bias) and
+    gives the gate pre-activations in the order (i, f, o, c) -- Keras stores (i, f, c, o). In the
+    fast layout (sigmoid gates, tanh cell) the i/f/o columns are halved, so that one ``tanh`` over
+    all four gates serves both: ``sigmoid(z) = 0.5 * tanh(z / 2) + 0.5``. For many streams at
+    once ``weights_exp`` serves instead: i/f/o columns negated and c columns times -2, so that
+    one ``exp`` and one reciprocal give every gate (``sigmoid(z) = 1 / (1 + exp(-z))``,
+    ``tanh(z) = 2 sigmoid(2z) - 1``) -- NumPy's float32 ``exp`` is about twice as fast as its
+    ``tanh``, which pays off once the arrays are large enough that call overhead does not count.
+    """
+
+    weights: np.ndarray  # (input_dim + units + 1, 4 * units) float32
+    weights_exp: np.ndarray | None  # the same for the exp layout (fast layers only)
+    input_dim: int
+    units: int
+    fast: bool  # True: tanh cell and sigmoid gates (the Keras defaults)
+    activation: Any = None  # used when not fast: numpy functions
+    recurrent_activation: Any = None
+
+
+EXP_LAYOUT_ROWS = 16  # blocks of this many streams or more use the exp layout of the gates
+
+
+class _Block:
+    """The buffers of a block of streams (rows) and, per layer, the views the step writes into."""
+
+    def __init__(self, layers: list[_LSTMLayer], xh, c, z, rows: slice):
+        self.rows = rows
+        self.xh0 = xh[0]
+        n_rows = len(xh[0])
+        self.rows_few = n_rows if 1 < n_rows <= 3 else 0
+        self.exp_layout = n_rows >= EXP_LAYOUT_ROWS
+        self.layers = []
+        for index, layer in enumerate(layers):
+            u = layer.units
+            zz = z[index]
+            h = xh[index][:, layer.input_dim: layer.input_dim + u]
+            following = xh[index + 1][:, :u] if index + 1 < len(layers) else None
+            self.layers.append((layer, xh[index], zz, c[index], zz[:, :u], zz[:, u: 2 * u],
+                                zz[:, 2 * u: 3 * u], zz[:, 3 * u:], zz[:, : 3 * u], h, following))
+
+
+class _State:
+    """Buffers for ``batch`` streams: per layer ``[x, h, 1]``, the cell ``c``, the gates.
+
+    The rows are cut into ``blocks`` that can be stepped on separate threads.
+    """
+
+    def __init__(self, layers: list[_LSTMLayer], batch: int, blocks: int = 1):
+        self.batch = batch
+        self.xh = []
+        for layer in layers:
+            buf = np.zeros((batch, layer.input_dim + layer.units + 1), dtype=np.float32)
+            buf[:, -1] = 1.0
+            self.xh.append(buf)
+        self.c = [np.zeros((batch, layer.units), dtype=np.float32) for layer in layers]
+        self.z = [np.zeros((batch, 4 * layer.units), dtype=np.float32) for layer in layers]
+        self.heads = np.zeros((batch, _HEAD_WIDTH), dtype=np.float32)
+        self.top = self.xh[-1][:, layers[-1].input_dim:]  # [h, 1] of the top layer: heads' input
+        bounds = np.linspace(0, batch, max(1, min(int(blocks), batch)) + 1).astype(int)
+        self.blocks = []
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            rows = slice(int(lo), int(hi))
+            self.blocks.append(_Block(layers, [a[rows] for a in self.xh],
+                                      [a[rows] for a in self.c], [a[rows] for a in self.z], rows))
+
+    def reset(self, rows: slice = slice(None)) -> None:
+        """Zero the state of all streams (or of ``rows``)."""
+        for buf, layer_c in zip(self.xh, self.c):
+            buf[rows, :-1] = 0.0
+            layer_c[rows] = 0.0
+
+
+_pool: Any = None
+
+
+def _thread_pool():
+    """A small pool of threads for stepping blocks of streams side by side (NumPy releases the
+    GIL inside its loops and BLAS calls)."""
+    global _pool
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = ThreadPoolExecutor(max_workers=max(1, _cpu_count() - 1),
+                                   thread_name_prefix="musicrnn-sampler")
+    return _pool
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _gate_scaled(weights: np.ndarray, units: int, fast: bool, exp: bool = False) -> np.ndarray:
+    """Gate columns (i, f, o, c) scaled for the tanh layout (i/f/o halved) or the exp layout
+    (i/f/o negated, c times -2); unchanged for layers with other activations."""
+    scaled = np.array(weights, dtype=np.float64)
+    if fast:
+        if exp:
+            scaled[:, : 3 * units] *= -1.0
+            scaled[:, 3 * units:] *= -2.0
+        else:
+            scaled[:, : 3 * units] *= 0.5
+    return np.ascontiguousarray(scaled, dtype=np.float32)
+
+
+def _numpy_activation(fn) -> tuple[str, Any]:
+    """Name and NumPy version of a Keras activation function."""
+    import keras
+
+    name = keras.activations.serialize(fn)
+    if isinstance(name, dict):
+        name = name.get("config", name.get("class_name"))
+    table = {
+        "tanh": np.tanh,
+        "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
+        "hard_sigmoid": lambda z: np.clip(z / 6.0 + 0.5, 0.0, 1.0),
+        "relu": lambda z: np.maximum(z, 0.0),
+        "linear": lambda z: z,
+    }
+    if name not in table:
+        raise MusicRNNError(f"the sampler does not know the activation {name!r}")
+    return str(name), table[name]
+
+
+class NoteRNN:
+    """The arithmetic of a note model -- input scaling, stacked LSTMs, three heads -- in NumPy.
+
+    Built from a Keras model with :meth:`from_keras`; :meth:`step` advances a :class:`_State` by
+    one note of raw (pitch, step, duration) for every stream at once.
+    """
+
+    def __init__(self, layers: list[_LSTMLayer], heads: np.ndarray,
+                 pitch_table: np.ndarray | None):
+        self.layers = layers
+        self.heads = heads  # (top units + 1, 130): [h, 1] -> pitch logits, step, duration
+        # for embedding inputs: the embedding times the first kernel, (128, 4 * units_1), in the
+        # tanh and the exp layouts; else None
+        self.pitch_table = pitch_table
+        self.return_sequences_top = True
+
+    # -- construction -----------------------------------------------------------------------------
+    @classmethod
+    def from_keras(cls, model) -> "NoteRNN":
+        """Read the weights out of a Keras note model (ours, or a loaded original artefact).
+
+        The model is walked from its ``pitch``/``step``/``duration`` outputs back to its input,
+        through nested models; between the input and the first LSTM there may be any chain of
+        element-wise affine layers (``NoteScaling``, ``Rescaling``, ...) or one ``PitchEmbedding``;
+        between the LSTMs only dropout; nothing but the three dense heads after the top one.
+        """
+        heads = _trace_heads(model)
+        chain, pre = _trace_chain(heads["pitch"][1])
+        for name in ("step", "duration"):
+            other_chain, _ = _trace_chain(heads[name][1])
+            if [id(x) for x in other_chain] != [id(x) for x in chain]:
+                raise MusicRNNError(
+                    f"the {name} head does not read the same LSTM stack as the pitch head; "
+                    "the sampler supports one LSTM stack feeding three dense heads"
+                )
+        if not chain:
+            raise MusicRNNError("the model has no LSTM layer; the sampler needs an LSTM note model")
+        pitch_table, input_matrix, input_offset = _input_transform(pre, chain[0])
+        layers = []
+        for index, lstm in enumerate(chain):
+            cell = lstm.cell
+            if getattr(lstm, "go_backwards", False):
+                raise MusicRNNError(f"LSTM layer {lstm.name} runs backwards; it cannot generate")
+            kernel = np.asarray(_to_numpy(cell.kernel), dtype=np.float64)
+            recurrent = np.asarray(_to_numpy(cell.recurrent_kernel), dtype=np.float64)
+            units = int(cell.units)
+            bias = (np.asarray(_to_numpy(cell.bias), dtype=np.float64) if cell.use_bias
+                    else np.zeros(4 * units))
+            if index == 0:
+                # raw notes -> input scaling -> kernel, folded into one matrix
+                if pitch_table is not None:
+                    dim = pitch_table.shape[1]
+                    pitch_table = pitch_table @ kernel[:dim]
+                    kernel = kernel[dim:]  # (step, duration) rows
+                else:
+                    bias = bias + input_offset @ kernel
+                    kernel = input_matrix @ kernel
+            act_name, act = _numpy_activation(cell.activation)
+            ract_name, ract = _numpy_activation(cell.recurrent_activation)
+            fast = act_name == "tanh" and ract_name == "sigmoid"
+            order = np.concatenate([
+                np.arange(0, units), np.arange(units, 2 * units),  # i, f
+                np.arange(3 * units, 4 * units), np.arange(2 * units, 3 * units),  # o, c
+            ])
+            weights = np.concatenate([kernel, recurrent, bias[None, :]], axis=0)[:, order]
+            layers.append(_LSTMLayer(
+                weights=_gate_scaled(weights, units, fast), input_dim=kernel.shape[0],
+                units=units, fast=fast, activation=act, recurrent_activation=ract,
+                weights_exp=_gate_scaled(weights, units, fast, exp=True) if fast else None,
+            ))
+            if index == 0 and pitch_table is not None:
+                table = pitch_table[:, order]
+                pitch_table = (_gate_scaled(table, units, fast),
+                               _gate_scaled(table, units, fast, exp=True))
+        for lower, upper in zip(layers, layers[1:]):
+            if upper.input_dim != lower.units:
+                raise MusicRNNError("consecutive LSTM layers disagree on their sizes")
+        head_weights = []
+        for name in ("pitch", "step", "duration"):
+            dense = heads[name][0]
+            kernel = np.asarray(dense.kernel.numpy(), dtype=np.float32)
+            bias = (np.asarray(dense.bias.numpy(), dtype=np.float32) if dense.use_bias
+                    else np.zeros(kernel.shape[1], np.float32))
+            act_name, _ = _numpy_activation(dense.activation)
+            width = N_PITCHES if name == "pitch" else 1
+            if act_name != "linear" or kernel.shape != (layers[-1].units, width):
+                raise MusicRNNError(
+                    f"the {name} head should be a linear Dense({width}) on the top LSTM, "
+                    f"found kernel {kernel.shape} with activation {act_name}"
+                )
+            head_weights.append(np.concatenate([kernel, bias[None, :]], axis=0))
+        net = cls(layers, np.ascontiguousarray(np.concatenate(head_weights, axis=1)), pitch_table)
+        net.return_sequences_top = bool(getattr(chain[-1], "return_sequences", True))
+        return net
+
+    # -- running ------------------------------------------------------------------------------
+    def new_state(self, batch: int, blocks: int = 1) -> _State:
+        return _State(self.layers, batch, blocks)
+
+    def step(self, state: _State, notes: np.ndarray,
+             heads: bool | slice = True) -> np.ndarray | None:
+        """Feed one raw note per stream (``(batch, 3)``); returns the head outputs when asked.
+
+        ``heads``: True for every stream, a ``slice`` of rows for some, False for none. The
+        returned ``(rows, 130)`` array (pitch logits, step, duration) is a view of a buffer of
+        ``state``: the next call overwrites it. A state cut into several blocks steps them on
+        separate threads.
+        """
+        blocks = state.blocks
+        if len(blocks) == 1:
+            self._step_block(blocks[0], notes)
+        else:
+            pool = _thread_pool()
+            futures = [pool.submit(self._step_block, block, notes[block.rows])
+                       for block in blocks[1:]]
+            self._step_block(blocks[0], notes[blocks[0].rows])
+            for future in futures:
+                future.result()
+        if heads is False:
+            return None
+        if heads is True:
+            np.dot(state.top, self.heads, out=state.heads)
+            return state.heads
+        out = state.heads[heads]
+        np.dot(state.top[heads], self.heads, out=out)
+        return out
+
+    def _step_block(self, block: _Block, notes: np.ndarray) -> None:
+        if self.pitch_table is None:
+            block.xh0[:, :3] = notes
+        else:
+            block.xh0[:, :2] = notes[:, 1:3]
+        first = True
+        few = block.rows_few
+        exp_layout = block.exp_layout
+        for layer, xh, z, c, i_gate, f_gate, o_gate, candidate, gates, h, following \
+                in block.layers:
+            weights = layer.weights_exp if exp_layout and layer.fast else layer.weights
+            if few:  # one matrix-vector product per row: BLAS's 2- and 3-row products are slow
+                for row in range(few):
+                    np.dot(xh[row], weights, out=z[row])
+            else:
+                np.dot(xh, weights, out=z)
+            if first and self.pitch_table is not None:
+                pitch = np.clip(np.rint(notes[:, 0]), 0, N_PITCHES - 1).astype(np.intp)
+                z += self.pitch_table[1 if exp_layout and layer.fast else 0][pitch]
+            first = False
+            if layer.fast and exp_layout:
+                np.exp(z, out=z)  # overflow to inf is right here: 1 / (1 + inf) = 0
+                z += 1.0
+                np.reciprocal(z, out=z)  # i, f, o = sigmoid; c = sigmoid(2 z)
+                candidate *= 2.0
+                candidate -= 1.0  # tanh(z)
+                c *= f_gate
+                np.multiply(i_gate, candidate, out=i_gate)
+                c += i_gate
+                np.multiply(c, -2.0, out=candidate)  # tanh(c) = 2 / (1 + exp(-2c)) - 1
+                np.exp(candidate, out=candidate)
+                candidate += 1.0
+                np.reciprocal(candidate, out=candidate)
+                candidate *= 2.0
+                candidate -= 1.0
+                np.multiply(o_gate, candidate, out=h)
+                if following is not None:
+                    following[:] = h
+                continue
+            if layer.fast:
+                np.tanh(z, out=z)
+                gates *= 0.5
+                gates += 0.5
+            else:
+                gates[:] = layer.recurrent_activation(gates)
+                candidate[:] = layer.activation(candidate)
+            c *= f_gate
+            np.multiply(i_gate, candidate, out=i_gate)
+            c += i_gate
+            if layer.fast:
+                np.tanh(c, out=candidate)
+            else:
+                candidate[:] = layer.activation(c)
+            np.multiply(o_gate, candidate, out=h)
+            if following is not None:
+                following[:] = h
+
+    def run(self, notes: np.ndarray, state: _State | None = None) -> tuple[np.ndarray, _State]:
+        """Feed ``(batch, time, 3)`` raw notes from ``state`` (zero when None).
+
+        Returns the head outputs after the last note (a copy) and the state.
+        """
+        notes = np.asarray(notes, dtype=np.float32)
+        if state is None:
+            state = self.new_state(notes.shape[0])
+        out = None
+        with np.errstate(over="ignore"):
+            for t in range(notes.shape[1]):
+                out = self.step(state, notes[:, t], heads=t == notes.shape[1] - 1)
+        assert out is not None
+        return out.copy(), state
+
+    def check_against(self, model, *, length: int = 12, batch: int = 2, seed: int = 0) -> float:
+        """Largest difference between this network and ``model`` on random raw notes.
+
+        Raises :class:`MusicRNNError` when it is larger than float32 arithmetic explains.
+        """
+        rng = np.random.default_rng(seed)
+        fixed = _fixed_length(model)
+        length = fixed or length
+        notes = np.stack([
+            rng.integers(36, 90, size=(batch, length)).astype(np.float32),
+            rng.exponential(0.25, size=(batch, length)).astype(np.float32),
+            rng.exponential(0.4, size=(batch, length)).astype(np.float32),
+        ], axis=-1)
+        ours, _ = self.run(notes)
+        theirs = keras_heads(model, notes)
+        many, _ = self.run(np.repeat(notes, -(-EXP_LAYOUT_ROWS // batch), axis=0))  # exp layout
+        scale = max(1.0, float(np.abs(theirs).max()))
+        diff = max(float(np.abs(ours - theirs).max()),
+                   float(np.abs(many[::-(-EXP_LAYOUT_ROWS // batch)] - theirs).max()))
+        if not diff <= 1e-3 * scale:
+            raise MusicRNNError(
+                f"the sampler's reading of this model disagrees with Keras by {diff:.3g}; its "
+                "layers are not the note-model layout the sampler understands (input scaling, "
+                "LSTM stack, pitch/step/duration heads)"
+            )
+        return diff
+
+
+def _infer_config(model):
+    """The model's config read off its layers (None when it has not this package's layout)."""
+    from .model import infer_config
+
+    try:
+        return infer_config(model)
+    except MusicRNNError:
+        return None
+
+
+def _fixed_length(model) -> int | None:
+    """The window length a model's input insists on (None: any length)."""
+    try:
+        return model.inputs[0].shape[1] or None
+    except (AttributeError, IndexError, TypeError):
+        return None
+
+
+def keras_heads(model, notes: np.ndarray) -> np.ndarray:
+    """Run ``model`` on ``(batch, time, 3)`` raw notes: ``(batch, 130)`` outputs after the last.
+
+    The reference the sampler is checked against (one Keras call, no state carried in).
+    """
+    notes = np.asarray(notes, dtype=np.float32)
+    out = model(notes, training=False)
+    if not isinstance(out, dict):
+        raise MusicRNNError("the model must return a dict with 'pitch', 'step' and 'duration'")
+    parts = []
+    for name in ("pitch", "step", "duration"):
+        value = np.asarray(_to_numpy(out[name]), dtype=np.float32)
+        if value.ndim == 3:  # every-position model: the last position
+            value = value[:, -1]
+        parts.append(value.reshape(notes.shape[0], -1))
+    return np.concatenate(parts, axis=1)
+
+
+def _to_numpy(x) -> np.ndarray:
+    import keras
+
+    if isinstance(x, keras.Variable):
+        return np.asarray(x.numpy())
+    return keras.ops.convert_to_numpy(x)
+
+
+# -- reading the graph ---------------------------------------------------------------------------
+
+
+def _trace_heads(model) -> dict[str, tuple[Any, Any]]:
+    """``{head: (Dense layer, its input tensor)}`` found by following the model's outputs."""
+    import keras
+
+    try:
+        outputs = model.output
+    except (AttributeError, ValueError) as exc:
+        raise MusicRNNError(
+            "the sampler needs a functional Keras model (with a traceable graph)"
+        ) from exc
+    if not isinstance(outputs, dict) or not set(("pitch", "step", "duration")) <= set(outputs):
+        raise MusicRNNError(
+            "the model's outputs must be a dict with 'pitch', 'step' and 'duration'; "
+            "load it with musicrnn.model.load_model"
+        )
+    found = {}
+    for name in ("pitch", "step", "duration"):
+        op, node, _ = _producer(outputs[name])
+        while isinstance(op, keras.layers.Dropout) or type(op).__name__ == "Identity":
+            op, node, _ = _producer(node.input_tensors[0])
+        if not isinstance(op, keras.layers.Dense):
+            raise MusicRNNError(f"the {name} output is not made by a Dense layer ({op!r})")
+        found[name] = (op, node.input_tensors[0])
+    return found
+
+
+def _producer(tensor):
+    """(operation, node, tensor_index) that made ``tensor``, looking inside nested models."""
+    import keras
+
+    history = tensor._keras_history
+    op = history.operation
+    node = op._inbound_nodes[history.node_index]
+    if isinstance(op, keras.Model) and not isinstance(op, keras.layers.InputLayer):
+        inner = keras.tree.flatten(op.outputs)[history.tensor_index]
+        return _producer_nested(inner, op, node)
+    return op, node, history.tensor_index
+
+
+def _producer_nested(tensor, model, outer_node):
+    """Like :func:`_producer` for a tensor inside ``model``; leaving it through its inputs."""
+    import keras
+
+    op, node, index = _producer(tensor)
+    if isinstance(op, keras.layers.InputLayer):
+        inputs = keras.tree.flatten(model.inputs)
+        position = next(i for i, t in enumerate(inputs) if t is tensor)
+        return _producer(keras.tree.flatten(outer_node.input_tensors)[position])
+    return op, _NestedNode(node, model, outer_node), index
+
+
+class _NestedNode:
+    """A node inside a nested model whose input tensors lead back out through the outer node."""
+
+    def __init__(self, node, model, outer_node):
+        self.node, self.model, self.outer_node = node, model, outer_node
+
+    @property
+    def input_tensors(self):
+        return [_Inner(t, self.model, self.outer_node) for t in self.node.input_tensors]
+
+
+class _Inner:
+    def __init__(self, tensor, model, outer_node):
+        self.tensor, self.model, self.outer_node = tensor, model, outer_node
+
+
+def _step_back(tensor):
+    """(operation, node) producing ``tensor`` (plain or inside a nested model)."""
+    if isinstance(tensor, _Inner):
+        return _producer_nested(tensor.tensor, tensor.model, tensor.outer_node)[:2]
+    return _producer(tensor)[:2]
+
+
+def _trace_chain(tensor) -> tuple[list, list]:
+    """Walk from the heads' input back to the model input: (LSTMs bottom-up, layers before them)."""
+    import keras
+
+    lstms: list = []
+    pre: list = []
+    while True:
+        op, node = _step_back(tensor)
+        if isinstance(op, keras.layers.InputLayer):
+            break
+        if isinstance(op, keras.layers.LSTM):
+            if pre:
+                raise MusicRNNError(
+                    f"the sampler cannot run layer {pre[0].name!r} between LSTM layers"
+                )
+            lstms.append(op)
+        elif isinstance(op, keras.layers.Dropout):
+            pass
+        else:
+            if not lstms:
+                raise MusicRNNError(
+                    f"the sampler cannot run layer {op.name!r} between the top LSTM and the heads"
+                )
+            pre.append(op)
+        inputs = node.input_tensors
+        if len(inputs) != 1:
+            raise MusicRNNError(f"layer {op.name!r} has {len(inputs)} inputs; expected one")
+        tensor = inputs[0]
+    return lstms[::-1], pre[::-1]
+
+
+def _input_transform(pre: list, first_lstm) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """How raw notes reach the first LSTM: ``(pitch_table, matrix, offset)``.
+
+    With a :class:`~musicrnn.model.PitchEmbedding` the first LSTM reads ``[table[pitch], step,
+    duration]``: ``pitch_table`` is the ``(128, dim)`` table (``matrix``/``offset`` unused).
+    Otherwise the chain of layers before the first LSTM must be affine in the raw notes; it is
+    measured on probe notes and checked: ``x = notes @ matrix + offset``.
+    """
+    from .model import PitchEmbedding
+
+    input_dim = int(first_lstm.cell.kernel.shape[0])
+    if any(isinstance(layer, PitchEmbedding) for layer in pre):
+        if len(pre) != 1:
+            raise MusicRNNError("the sampler supports a PitchEmbedding only as the sole input layer")
+        table = np.asarray(_to_numpy(pre[0].embedding.embeddings), dtype=np.float64)
+        if table.shape != (N_PITCHES, input_dim - 2):
+            raise MusicRNNError("the pitch embedding does not match the first LSTM's input size")
+        return table, np.zeros((3, input_dim)), np.zeros(input_dim)
+    probe = np.concatenate([np.zeros((1, 3)), np.eye(3) * 64.0, np.array([[61.0, 0.5, 0.25]])])
+    x = probe[None].astype(np.float32)
+    for layer in pre:
+        x = np.asarray(_to_numpy(layer(x)), dtype=np.float64)
+    x = x[0]
+    if x.shape[-1] != input_dim:
+        raise MusicRNNError(
+            f"the layers before the first LSTM give {x.shape[-1]} features, it expects {input_dim}"
+        )
+    offset = x[0]
+    matrix = (x[1:4] - offset) / 64.0
+    if not np.allclose(probe[4] @ matrix + offset, x[4], rtol=1e-4, atol=1e-5):
+        raise MusicRNNError(
+            "the layers before the first LSTM are not an affine scaling of the raw notes; "
+            "the sampler supports NoteScaling, PitchEmbedding and other affine input scalings"
+        )
+    return None, matrix, offset
+
+
+# ---------------------------------------------------------------------------------------------
+# The sampler
+# ---------------------------------------------------------------------------------------------
+
+_blas_controller: Any = None
+
+
+def blas_threads(threads: int | None):
+    """A context manager running BLAS (NumPy's matrix products) on ``threads`` threads.
+
+    The sampler's products are small (one note per stream per call): split over threads they
+    spend more time waiting on each other than computing, and on a busy machine a waiting thread
+    can cost 20x. None (or threadpoolctl missing) leaves the library's setting alone.
+    """
+    import contextlib
+
+    global _blas_controller
+    if threads is None:
+        return contextlib.nullcontext()
+    if _blas_controller is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _blas_controller = ThreadpoolController().select(user_api="blas")
+        except ImportError:
+            _blas_controller = False
+    if not _blas_controller:
+        return contextlib.nullcontext()
+    return _blas_controller.limit(limits=int(threads))
+
+
+def default_reprime_every(config=None, *, trained_on_windows: bool | None = None) -> int | None:
+    """How often to rebuild the state from the last window, or None to carry it for ever.
+
+    A model trained with ``targets="last"`` only ever predicted after exactly ``seq_length``
+    notes read from a zero state; carried for hundreds of notes its state drifts where training
+    never took it (measured on such a model: 17.5% of top-1 pitches changed). For such a model
+    the state is rebuilt from the last ``seq_length`` notes every ``seq_length // 2`` notes, so
+    every prediction sees between one and one and a half windows of context. Models trained on
+    every position (``targets="all"``) carry their state.
+
+    Without a config, ``trained_on_windows`` says whether the model predicts after the last
+    position only (a top LSTM that does not return sequences: the original design).
+    """
+    if config is not None:
+        trained_on_windows = config.targets == "last"
+        seq_length = config.seq_length
+    else:
+        seq_length = None
+    if not trained_on_windows:
+        return None
+    return max(1, (seq_length or 50) // 2)
+
+
+def check_temperature(temperature: float) -> float:
+    """``temperature`` as a float, or a clear error unless it is a finite number > 0."""
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        raise MusicRNNError(f"temperature must be a number > 0, got {temperature!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise MusicRNNError(f"temperature must be a finite number > 0, got {temperature!r}")
+    return value
+
+
+def check_top_k(top_k: int | None) -> int | None:
+    """``top_k`` as an int 1-127, None for off (None, 0 or 128), or a clear error."""
+    if top_k is None or (not isinstance(top_k, str) and top_k == 0):
+        return None
+    try:
+        value = float(top_k)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(top_k, bool) or not value.is_integer() or not 1 <= value <= N_PITCHES:
+        raise MusicRNNError(f"top_k must be a whole number from 1 to {N_PITCHES}, got {top_k!r}")
+    return None if int(value) == N_PITCHES else int(value)
+
+
+def check_top_p(top_p: float | None) -> float | None:
+    """``top_p`` as a float in (0, 1), None for off (None or 1), or a clear error."""
+    if top_p is None:
+        return None
+    try:
+        value = float(top_p)
+    except (TypeError, ValueError):
+        raise MusicRNNError(f"top_p must be a number in (0, 1], got {top_p!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise MusicRNNError(f"top_p must be in (0, 1], got {top_p!r}")
+    return None if value == 1.0 else value
+
+
+def check_num_notes(num_notes: int) -> int:
+    """``num_notes`` as an int, or a clear error when it is not 1 .. :data:`MAX_NUM_NOTES`."""
+    if isinstance(num_notes, bool):
+        raise MusicRNNError(f"num_notes must be a whole number, got {num_notes!r}")
+    try:
+        as_float = float(num_notes)
+    except (TypeError, ValueError):
+        raise MusicRNNError(f"num_notes must be a whole number, got {num_notes!r}") from None
+    if not as_float.is_integer() or not 1 <= as_float <= MAX_NUM_NOTES:
+        raise MusicRNNError(
+            f"num_notes must be a whole number from 1 to {MAX_NUM_NOTES:,}, got {num_notes!r}"
+        )
+    return int(as_float)
+
+
+def pitch_distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int | None = None,
+                       top_p: float | None = None) -> np.ndarray:
+    """Sampling probabilities from pitch logits ``(..., 128)``: temperature, then top-k, top-p.
+
+    Top-k keeps the ``k`` most likely pitches (more on exact ties); top-p then keeps the most
+    likely pitches until their probability reaches ``top_p`` (always at least one).
+    """
+    temperature = check_temperature(temperature)
+    top_k, top_p = check_top_k(top_k), check_top_p(top_p)
+    logits = np.asarray(logits, dtype=np.float64)
+    shape = logits.shape
+    weights = _pitch_weights(logits.reshape(-1, shape[-1]).astype(np.float32), 1.0 / temperature,
+                             top_k, top_p)
+    weights = weights.astype(np.float64)
+    return (weights / weights.sum(axis=1, keepdims=True)).reshape(shape)
+
+
+def _pitch_weights(logits: np.ndarray, inverse_temperature: float, top_k: int | None,
+                   top_p: float | None) -> np.ndarray:
+    """Unnormalised sampling weights ``(batch, 128)`` (a new array)."""
+    weights = logits * np.float32(inverse_temperature)
+    weights -= weights.max(axis=1, keepdims=True)
+    np.exp(weights, out=weights)
+    if top_k is not None:
+        kth = np.partition(weights, N_PITCHES - top_k, axis=1)[:, N_PITCHES - top_k, None]
+        weights[weights < kth] = 0.0
+    if top_p is not None:
+        ordered = -np.sort(-weights, axis=1)
+        before = np.cumsum(ordered, axis=1) - ordered  # mass of the more likely pitches
+        keep = before < np.float32(top_p) * ordered.sum(axis=1, keepdims=True)
+        keep[:, 0] = True
+        smallest_kept = np.take_along_axis(ordered, keep.sum(axis=1, keepdims=True) - 1, axis=1)
+        weights[weights < smallest_kept] = 0.0
+    return weights
+
+
+class Sampler:
+    """Generate notes one LSTM step at a time, for ``batch_size`` independent streams.
+
+    Args:
+        model: a note model (raw notes in, ``pitch``/``step``/``duration`` out), e.g.
+            ``musicrnn.model.load_run(run_dir).model``.
+        batch_size: streams generated side by side (each with its own random draws).
+        seed: seed of the random generator; the same seed, primer and settings give exactly the
+            same notes.
+        reprime_every: rebuild the state from the last ``window`` notes every this many notes;
+            ``None`` carries the state for ever; ``"auto"`` decides from ``config`` (or, without
+            one, from the model's layout) with :func:`default_reprime_every`.
+        config: the run's :class:`~musicrnn.model.ModelConfig` (gives ``seq_length`` and
+            ``targets``).
+        window: notes of context a re-prime reads (default ``config.seq_length``, else the
+            primer's length).
+        timing_noise: log-normal jitter on generated step and duration (0: the model's values, as
+            the original; 0.1 is about +-10%).
+        verify: check the NumPy network against the Keras model once (a few milliseconds).
+        threads: BLAS threads while sampling (see :func:`blas_threads`; None: leave as is).
+        workers: threads that step blocks of streams side by side (NumPy releases the GIL in
+            its loops); ``"auto"``: two for 32 streams or more, else one. The split does not
+            depend on the machine, so a seed gives the same notes everywhere the arithmetic is
+            the same.
+        net: the model's :class:`NoteRNN`, when one was already read (and checked) from it.
+
+    Example::
+
+        sampler = Sampler(run.model, config=run.config, seed=1)
+        sampler.prime(run.seed_sequence)
+        notes = sampler.sample(200, temperature=1.5)[0]   # (200, 3) raw notes
+    """
+
+    def __init__(self, model, *, batch_size: int = 1, seed: int | None = None,
+                 reprime_every: int | None | str = "auto", config=None, window: int | None = None,
+                 timing_noise: float = 0.0, verify: bool = True, threads: int | None = 1,
+                 workers: int | str = "auto", net: NoteRNN | None = None):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise MusicRNNError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        if not (isinstance(timing_noise, (int, float)) and 0.0 <= timing_noise <= 2.0):
+            raise MusicRNNError(f"timing_noise must be in [0, 2], got {timing_noise!r}")
+        self.model = model
+        if config is None:
+            config = _infer_config(model)
+        self.config = config
+        if net is None:
+            net = NoteRNN.from_keras(model)
+            if verify:
+                net.check_against(model)
+        self.net = net
+        self.batch_size = int(batch_size)
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.timing_noise = float(timing_noise)
+        self.threads = threads
+        if reprime_every == "auto":
+            reprime_every = default_reprime_every(
+                config, trained_on_windows=not self.net.return_sequences_top
+            )
+        elif reprime_every is not None:
+            if isinstance(reprime_every, bool) or not isinstance(reprime_every, (int, np.integer)) \
+                    or reprime_every < 1:
+                raise MusicRNNError(
+                    f"reprime_every must be a whole number >= 1, None or 'auto', got {reprime_every!r}"
+                )
+            reprime_every = int(reprime_every)
+        self.reprime_every: int | None = reprime_every
+        self.window = int(window) if window else (int(config.seq_length) if config else None)
+        if workers == "auto":  # fixed, not per machine: the same seed gives the same notes
+            workers = 2 if self.batch_size >= 32 else 1
+        if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+            raise MusicRNNError(f"workers must be a whole number >= 1 or 'auto', got {workers!r}")
+        self.workers = int(workers)
+        self._lanes = 0
+        self._state: _State | None = None
+        self._lane_notes: np.ndarray | None = None
+        self._heads: np.ndarray | None = None  # head outputs after the last note fed
+        self._count = 0  # notes fed since the state was zeroed
+        self._primed_at = 0  # notes the primer fed
+        self._ensure_state()
+
+    # -- description ----------------------------------------------------------------------------
+    def describe(self) -> str:
+        """One sentence on how the state is kept (for notebooks and the CLI)."""
+        if self.reprime_every is None:
+            return "The LSTM state is carried from note to note for the whole piece."
+        window = f"{self.window}-note" if self.window else "primer-length"
+        return (
+            f"The model was trained on {window} windows only (targets='last'), so every "
+            f"{self.reprime_every} notes the sampler rebuilds the LSTM state from the last window."
+        )
+
+    # -- the state and its lanes ----------------------------------------------------------------
+    # Re-priming every R notes from the last W notes is done without stopping: the state holds
+    # L = ceil((W + R) / R) "lanes" per stream, stepped together as one batch. Lane k is zeroed
+    # W notes before the k-th re-prime is due and reads every note from then on, so when it
+    # takes over it has read exactly the last W notes from a zero state -- the same numbers as
+    # rebuilding the state from the window, at the cost of a few more rows per step.
+
+    def _ensure_state(self) -> None:
+        lanes = 1
+        if self.reprime_every is not None and self.window is not None:
+            lanes = -(-(self.window + self.reprime_every) // self.reprime_every)
+        if self._state is None or lanes != self._lanes:
+            self._lanes = lanes
+            self._state = self.net.new_state(self.batch_size * lanes, blocks=self.workers)
+            self._lane_notes = np.zeros((lanes, self.batch_size, 3), dtype=np.float32)
+            self._heads = None
+            self._count = self._primed_at = 0
+
+    def _active_rows(self, count: int) -> slice:
+        """The rows of the lane whose state predicts the next note after ``count`` notes."""
+        if self._lanes == 1:
+            return slice(None)
+        k = max(0, count - self._primed_at) // self.reprime_every
+        lane = k % self._lanes
+        return slice(lane * self.batch_size, (lane + 1) * self.batch_size)
+
+    def _advance(self, note: np.ndarray, heads: bool = True) -> None:
+        """Feed one ``(batch, 3)`` note to every lane; keep the active lane's head outputs."""
+        count = self._count
+        if self._lanes > 1:
+            due = count - self._primed_at + self.window  # lane k starts when due == k * R > 0
+            if due > 0 and due % self.reprime_every == 0:
+                lane = (due // self.reprime_every) % self._lanes
+                self._state.reset(slice(lane * self.batch_size, (lane + 1) * self.batch_size))
+            self._lane_notes[:] = note
+            note = self._lane_notes.reshape(-1, 3)
+        self._count = count + 1
+        if heads:
+            self._heads = self.net.step(self._state, note, heads=self._active_rows(count + 1))
+        else:
+            self.net.step(self._state, note, heads=False)
+
+    # -- feeding --------------------------------------------------------------------------------
+    def reset(self, seed: int | None = None) -> "Sampler":
+        """Zero the state (and reseed the random generator when ``seed`` is given)."""
+        if seed is not None:
+            self.seed = seed
+            self.rng = np.random.default_rng(seed)
+        self._ensure_state()
+        self._state.reset()
+        self._heads = None
+        self._count = self._primed_at = 0
+        return self
+
+    def _as_batch(self, notes) -> np.ndarray:
+        notes = np.asarray(notes, dtype=np.float32)
+        if notes.ndim == 2:
+            notes = np.broadcast_to(notes, (self.batch_size, *notes.shape))
+        if notes.ndim != 3 or notes.shape[0] != self.batch_size or notes.shape[2] != 3:
+            raise MusicRNNError(
+                f"notes must be (time, 3) or ({self.batch_size}, time, 3) raw (pitch, step, "
+                f"duration), got shape {tuple(np.shape(notes))}"
+            )
+        return notes
+
+    def prime(self, notes) -> "Sampler":
+        """Start from a zero state and read the primer: raw ``(time, 3)`` (the same for every
+        stream) or ``(batch, time, 3)``.
+
+        When the sampler re-primes, only the last ``window`` primer notes are read (the context
+        the model was trained on); otherwise all of them.
+        """
+        notes = self._as_batch(validate_notes(notes, what="primer", batch=True))
+        if self.window is None and self.reprime_every is not None:
+            self.window = notes.shape[1]
+        if self.reprime_every is not None:
+            notes = notes[:, -self.window:]
+        self.reset()
+        self._primed_at = notes.shape[1]
+        self._feed(notes)
+        return self
+
+    def feed(self, notes) -> "Sampler":
+        """Advance the state through known notes (``(time, 3)`` or ``(batch, time, 3)``),
+        without sampling -- e.g. a melody a player is playing."""
+        notes = self._as_batch(validate_notes(notes, what="notes", batch=True))
+        if self.window is None and self.reprime_every is not None:
+            self.window = notes.shape[1]
+            self.reset()
+        self._feed(notes)
+        return self
+
+    def _feed(self, notes: np.ndarray) -> None:
+        last = notes.shape[1] - 1
+        with np.errstate(over="ignore"), blas_threads(self.threads):
+            for t in range(notes.shape[1]):
+                self._advance(notes[:, t], heads=t == last)
+
+    # -- sampling -------------------------------------------------------------------------------
+    def distribution(self, temperature: float = 1.0, top_k: int | None = None,
+                     top_p: float | None = None) -> dict[str, np.ndarray]:
+        """The next note's distribution per stream: ``pitch`` ``(batch, 128)`` probabilities, and
+        the predicted ``step`` and ``duration`` ``(batch,)`` (before clamping and noise)."""
+        heads = self._require_primed()
+        return {
+            "pitch": pitch_distribution(heads[:, :N_PITCHES], temperature, top_k, top_p),
+            "step": heads[:, N_PITCHES].copy(),
+            "duration": heads[:, N_PITCHES + 1].copy(),
+        }
+
+    def _require_primed(self) -> np.ndarray:
+        if self._heads is None:
+            raise MusicRNNError("prime the sampler with at least one note before sampling")
+        return self._heads
+
+    def next_note(self, temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None) -> np.ndarray:
+        """Sample one note per stream and feed it back: ``(batch, 3)`` raw notes."""
+        out = np.empty((self.batch_size, 1, 3), dtype=np.float32)
+        self._sample_into(out, check_temperature(temperature), check_top_k(top_k),
+                          check_top_p(top_p))
+        return out[:, 0]
+
+    def sample(self, num_notes: int, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, progress: bool = False) -> np.ndarray:
+        """Generate ``num_notes`` notes per stream: ``(batch, num_notes, 3)`` raw notes.
+
+        Pitch is drawn from the logits divided by ``temperature`` (then top-k, top-p); step and
+        duration are the model's values (with ``timing_noise`` jitter), clamped at >= 0.
+        """
+        num_notes = check_num_notes(num_notes)
+        out = np.empty((self.batch_size, num_notes, 3), dtype=np.float32)
+        self._sample_into(out, check_temperature(temperature), check_top_k(top_k),
+                          check_top_p(top_p), progress=progress)
+        return out
+
+    def _sample_into(self, out: np.ndarray, temperature: float, top_k: int | None,
+                     top_p: float | None, progress: bool = False) -> None:
+        self._require_primed()
+        batch = self.batch_size
+        inverse_temperature = 1.0 / temperature
+        rng = self.rng
+        noise = self.timing_noise
+        steps = range(out.shape[1])
+        if progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc="generating", unit="note")
+        with np.errstate(over="ignore"), blas_threads(self.threads):
+            for t in steps:
+                heads = self._heads
+                weights = _pitch_weights(heads[:, :N_PITCHES], inverse_temperature, top_k, top_p)
+                cumulative = np.cumsum(weights, axis=1)
+                draw = rng.random(batch, dtype=np.float32) * cumulative[:, -1]
+                if batch == 1:
+                    pitch = np.searchsorted(cumulative[0], draw[0], side="right")
+                else:
+                    pitch = (cumulative <= draw[:, None]).sum(axis=1)
+                note = out[:, t]
+                note[:, 0] = np.minimum(pitch, N_PITCHES - 1)
+                note[:, 1:] = heads[:, N_PITCHES:]
+                if noise:
+                    note[:, 1:] *= np.exp(noise * rng.standard_normal((batch, 2), np.float32))
+                np.maximum(note[:, 1:], 0.0, out=note[:, 1:])
+                self._advance(note)
+
+
+# ---------------------------------------------------------------------------------------------
+# One-call generation, the reference loop, and note tables
+# ---------------------------------------------------------------------------------------------
+
+
+def generate(model, primer, num_notes: int, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, seed: int | None = None, batch_size: int = 1, *,
+             config=None, reprime_every: int | None | str = "auto", timing_noise: float = 0.0,
+             progress: bool = False) -> np.ndarray:
+    """Prime a :class:`Sampler` with ``primer`` and generate ``num_notes`` notes.
+
+    Returns raw notes: ``(num_notes, 3)`` for one stream from a ``(time, 3)`` primer, else
+    ``(batch_size, num_notes, 3)``.
+    """
+    num_notes = check_num_notes(num_notes)
+    sampler = Sampler(model, batch_size=batch_size, seed=seed, config=config,
+                      reprime_every=reprime_every, timing_noise=timing_noise)
+    sampler.prime(primer)
+    notes = sampler.sample(num_notes, temperature=temperature, top_k=top_k, top_p=top_p,
+                           progress=progress)
+    if batch_size == 1 and np.ndim(primer) == 2:
+        return notes[0]
+    return notes
+
+
+def tutorial_generate(model, primer, num_notes: int, temperature: float = 1.0,
+                      seq_length: int | None = None, seed: int | None = None) -> np.ndarray:
+    """The tutorial's loop, kept as the reference: ``model.predict`` on the window for every note.
+
+    The window is the last ``seq_length`` notes (default: the primer's length); pitch is drawn
+    from logits / temperature, step and duration clamped at 0. Slow by design (one full forward
+    pass over the window per note) -- benchmarks and tests compare the sampler with it.
+    """
+    num_notes = check_num_notes(num_notes)
+    temperature = check_temperature(temperature)
+    window = validate_notes(primer, what="primer").copy()
+    seq_length = seq_length or len(window)
+    rng = np.random.default_rng(seed)
+    generated = np.zeros((num_notes, 3), dtype=np.float32)
+    for i in range(num_notes):
+        inputs = window[-seq_length:][None]
+        predictions = model.predict(inputs, verbose=0)
+        logits = np.asarray(predictions["pitch"], dtype=np.float64).reshape(-1, N_PITCHES)[-1]
+        step = float(np.asarray(predictions["step"]).reshape(-1)[-1])
+        duration = float(np.asarray(predictions["duration"]).reshape(-1)[-1])
+        probs = np.exp((logits - logits.max()) / temperature)
+        pitch = rng.choice(N_PITCHES, p=probs / probs.sum())
+        generated[i] = (pitch, max(step, 0.0), max(duration, 0.0))
+        window = np.concatenate([window, generated[i: i + 1]])[-seq_length:]
+    return generated
+
+
+def validate_notes(notes, *, what: str = "notes", batch: bool = False) -> np.ndarray:
+    """Raw notes as float32 ``(time, 3)`` (or ``(batch, time, 3)`` when ``batch``), checked.
+
+    Pitch must be 0-127, step and duration finite and >= 0, at least one note.
+    """
+    array = np.asarray(notes)
+    if array.dtype == object or not np.issubdtype(array.dtype, np.number):
+        raise MusicRNNError(f"the {what} must be a numeric array of notes, got {array.dtype}")
+    array = array.astype(np.float32)
+    ok_ndim = (2, 3) if batch else (2,)
+    if array.ndim not in ok_ndim or array.shape[-1] != 3 or array.shape[-2] < 1:
+        expected = "(notes, 3) or (batch, notes, 3)" if batch else "(notes, 3)"
+        raise MusicRNNError(
+            f"the {what} must have shape {expected} of raw (pitch, step, duration) with at least "
+            f"one note, got shape {array.shape}"
+        )
+    if not np.isfinite(array).all():
+        raise MusicRNNError(f"the {what} holds NaN or infinite values")
+    pitch = array[..., 0]
+    if pitch.min() < 0 or pitch.max() > N_PITCHES - 1:
+        raise MusicRNNError(
+            f"the {what}'s pitches must be MIDI numbers 0-127 (raw, not scaled), found "
+            f"{pitch.min():g} .. {pitch.max():g}"
+        )
+    if array[..., 1:].min() < 0:
+        raise MusicRNNError(f"the {what}'s step and duration must be >= 0 seconds")
+    return array
+
+
+def notes_table(generated, velocity: int | Sequence[int] | np.ndarray = 100,
+                start: float = 0.0):
+    """Raw generated notes ``(n, 3)`` as a note table (a DataFrame with ``NOTE_COLUMNS``).
+
+    ``start`` is the onset of the note *before* the first one (e.g. the primer's last note), so
+    that the first note begins ``step`` seconds after it.
+    """
+    import pandas as pd
+
+    from .notes import NOTE_COLUMNS
+
+    notes = np.asarray(generated, dtype=np.float64)
+    if notes.ndim != 2 or notes.shape[1] != 3:
+        raise MusicRNNError(f"generated notes must be (n, 3), got shape {notes.shape}")
+    pitch = np.clip(np.rint(notes[:, 0]), 0, N_PITCHES - 1).astype(np.int16)
+    step = np.maximum(notes[:, 1], 0.0)
+    duration = np.maximum(notes[:, 2], 0.0)
+    onset = float(start) + np.cumsum(step)
+    velocities = np.broadcast_to(np.asarray(velocity), (len(notes),)).astype(np.int16)
+    if len(velocities) and (velocities.min() < 1 or velocities.max() > 127):
+        raise MusicRNNError("velocity must be 1-127")
+    table = pd.DataFrame({
+        "pitch": pitch, "step": step, "duration": duration, "start": onset,
+        "end": onset + duration, "velocity": velocities,
+    })
+    return table[list(NOTE_COLUMNS)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the model and the primer come from
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Generator:
+    """A model ready to generate: the model, its config (when known) and a primer.
+
+    Build one with :func:`load_generator` (from a run directory, or a model file and a seed
+    sequence); the CLI, the notebook and the widgets panel all start from one.
+    """
+
+    model: Any  # raw-input Keras note model
+    config: Any  # musicrnn.model.ModelConfig or None
+    primer: np.ndarray  # (n, 3) float32 raw notes
+    primer_source: str  # where the primer came from, for people
+    run_dir: Path | None = None
+    info: dict | None = None  # the run's config.json when there is one
+    _net: NoteRNN | None = field(default=None, repr=False, compare=False)
+
+    def sampler(self, *, batch_size: int = 1, seed: int | None = None,
+                reprime_every: int | None | str = "auto", timing_noise: float = 0.0) -> Sampler:
+        """A :class:`Sampler` for this model (re-priming decided from its config); the weights
+        are read out of the model (and checked) once per generator."""
+        if self._net is None:
+            self._net = NoteRNN.from_keras(self.model)
+            self._net.check_against(self.model)
+        return Sampler(self.model, batch_size=batch_size, seed=seed, config=self.config,
+                       reprime_every=reprime_every, timing_noise=timing_noise, net=self._net)
+
+    def generate(self, num_notes: int, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None, batch_size: int = 1,
+                 **options: Any) -> np.ndarray:
+        """Generate from the primer: ``(num_notes, 3)`` raw notes, ``(batch, num_notes, 3)`` for
+        ``batch_size > 1``."""
+        num_notes = check_num_notes(num_notes)
+        sampler = self.sampler(batch_size=batch_size, seed=seed, **options)
+        sampler.prime(self.primer)
+        notes = sampler.sample(num_notes, temperature=temperature, top_k=top_k, top_p=top_p)
+        return notes[0] if batch_size == 1 else notes
+
+    def with_primer(self, primer: np.ndarray, source: str) -> "Generator":
+        """The same model with another primer."""
+        return Generator(self.model, self.config, validate_notes(primer, what="primer"), source,
+                         self.run_dir, self.info, self._net)
+
+    @property
+    def seq_length(self) -> int:
+        return int(self.config.seq_length) if self.config is not None else len(self.primer)
+
+
+def load_generator(run_dir: str | os.PathLike | None = None, *,
+                   model_path: str | os.PathLike | None = None,
+                   seed_sequence: str | os.PathLike | None = None,
+                   primer: str | os.PathLike | None = None,
+                   primer_length: int | None = None) -> Generator:
+    """Load a model and a primer: from ``run_dir`` (its ``music_rnn_model.keras``, ``config.json``
+    and ``seed_sequence.npy``), or from ``model_path`` (a ``.keras`` file, ours or the original
+    research code's, or an original ``.weights.h5`` checkpoint) with ``seed_sequence``.
+
+    ``primer`` (a ``.mid``/``.midi`` or ``.npy`` file) replaces the seed sequence; its last
+    ``primer_length`` notes are used (default: the model's ``seq_length``).
+    """
+    if (run_dir is None) == (model_path is None):
+        raise MusicRNNError("give either a run directory or a model file (not both)")
+    # Files a person names are checked first, before the (slow) model loads.
+    notes, source = None, ""
+    if seed_sequence is not None:
+        notes, source = read_notes_npy(seed_sequence), Path(seed_sequence).name
+    if primer is not None:
+        notes, source = load_primer(primer), Path(primer).name
+    if run_dir is not None:
+        folder = Path(run_dir).expanduser()
+        if not (folder / "music_rnn_model.keras").is_file():
+            where = "does not exist" if not folder.is_dir() else "holds no music_rnn_model.keras"
+            raise MusicRNNError(
+                f"the run directory {folder} {where}; train a model into it first (notebook "
+                f"04_train or `musicrnn train --run-dir {folder}`), or pass --model FILE"
+            )
+    if model_path is not None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise MusicRNNError(f"no model file at {path}")
+        beside = path.parent / "seed_sequence.npy"
+        if notes is None:
+            if not beside.is_file():
+                raise MusicRNNError(
+                    f"no primer: give a seed sequence (--seed-sequence FILE.npy) or a primer "
+                    f"MIDI (--primer FILE.mid); there is no seed_sequence.npy beside {path.name}"
+                )
+            notes, source = read_notes_npy(beside), beside.name
+
+    from . import model as model_lib
+
+    if run_dir is not None:
+        run = model_lib.load_run(run_dir)
+        model, config, info, folder = run.model, run.config, run.info, Path(run.run_dir)
+        if notes is None:
+            notes, source = run.seed_sequence, f"{folder.name}/seed_sequence.npy"
+    else:
+        if path.name.endswith(".weights.h5"):
+            model = model_lib.load_original_checkpoint(path, compile=False)
+        else:
+            model = model_lib.load_model(path, compile=False)
+        config, info, folder = _infer_config(model), None, None
+    if primer is not None:
+        length = primer_length or (int(config.seq_length) if config is not None else None)
+        if length:
+            notes = notes[-length:]
+    return Generator(model, config, validate_notes(notes, what="primer"), source, folder, info)
+
+
+def load_primer(source: str | os.PathLike, *, length: int | None = None) -> np.ndarray:
+    """Primer notes from a file: a MIDI file (``.mid``/``.midi``, every non-drum note) or a
+    ``.npy`` array of raw notes. Returns its last ``length`` notes (all when None), float32."""
+    from .notes import FEATURES, midi_to_notes
+
+    path = Path(source)
+    if not path.is_file():
+        raise MusicRNNError(f"no primer file at {path}")
+    suffix = path.suffix.lower()
+    if suffix in (".mid", ".midi"):
+        try:
+            table = midi_to_notes(path)
+        except MusicRNNError as exc:
+            raise MusicRNNError(f"cannot use {path.name} as a primer: {exc}") from exc
+        if len(table) == 0:
+            raise MusicRNNError(
+                f"the primer MIDI {path} has no notes; give a file with at least one note"
+            )
+        notes = table[list(FEATURES)].to_numpy(dtype=np.float32)
+    elif suffix == ".npy":
+        notes = read_notes_npy(path)
+    else:
+        raise MusicRNNError(f"a primer must be a .mid, .midi or .npy file, got {path.name}")
+    notes = validate_notes(notes, what=f"primer {path.name}")
+    if length is not None:
+        if length < 1:
+            raise MusicRNNError(f"primer length must be >= 1, got {length}")
+        notes = notes[-int(length):]
+    return notes
+
+
+def read_notes_npy(path: str | os.PathLike) -> np.ndarray:
+    """Raw notes from a ``.npy`` file (a seed sequence), checked, never unpickled."""
+    path = Path(path)
+    if not path.is_file():
+        raise MusicRNNError(f"no seed sequence at {path}")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise MusicRNNError(f"{path} is not a plain numeric .npy array ({exc})") from exc
+    return validate_notes(array, what=f"seed sequence {path.name}")
+
+
+def held_out_primer(corpus, length: int = 50, *, split: str | None = None,
+                    piece: int | str | None = None, seed: int | None = None
+                    ) -> tuple[np.ndarray, str]:
+    """The first ``length`` notes of a held-out piece of ``corpus`` (a NoteCorpus).
+
+    ``split`` defaults to ``"test"`` (``"validation"`` when the test split is empty); ``piece`` is
+    an index into that split or a piece name; by default a piece is drawn with ``seed``.
+    Returns ``(notes, "split/piece-name")``.
+    """
+    splits = [split] if split else ["test", "validation"]
+    for name in splits:
+        indices = corpus.indices(name)
+        if len(indices):
+            break
+    else:
+        raise MusicRNNError(
+            f"the corpus {corpus.dataset!r} has no {' or '.join(splits)} pieces to take a primer from"
+        )
+    if isinstance(piece, str):
+        matches = [i for i in indices if corpus.names[i] == piece]
+        if not matches:
+            raise MusicRNNError(f"no piece named {piece!r} in the {name} split")
+        index = matches[0]
+    elif piece is not None:
+        if not 0 <= int(piece) < len(indices):
+            raise MusicRNNError(f"piece must be 0..{len(indices) - 1} in the {name} split")
+        index = indices[int(piece)]
+    else:
+        index = indices[np.random.default_rng(seed).integers(len(indices))]
+    notes = corpus.features(int(index))[: int(length)]
+    if not len(notes):
+        raise MusicRNNError(f"the piece {corpus.names[index]} has no notes")
+    return validate_notes(notes, what="held-out primer"), f"{name}/{corpus.names[index]}"
+
+
+def check_output_path(path: str | os.PathLike, suffixes: Sequence[str] = (".mid", ".midi")) -> Path:
+    """Refuse, before any work, an output path that is a folder, has the wrong suffix, or lies in
+    a folder that cannot be made or written."""
+    out = Path(path).expanduser()
+    if out.suffix.lower() not in suffixes:
+        raise MusicRNNError(f"the output must be a {' or '.join(suffixes)} file, got {out.name!r}")
+    if out.is_dir():
+        raise MusicRNNError(f"the output {out} is a folder; give a file name")
+    folder = out.parent
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise MusicRNNError(f"cannot write {out}: {existing} is not a writable folder")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise MusicRNNError(f"cannot write {out}: the file exists and is read-only")
+    return out
+
+
+def resolve_run_dir(run_dir: str | os.PathLike | None = None) -> Path:
+    """``run_dir`` as a Path; "" or None: the newest run under ``outputs/runs/`` with a model."""
+    from . import paths
+
+    if run_dir:
+        return Path(run_dir).expanduser()
+    runs = sorted(p for p in paths.RUNS.glob("*") if (p / "music_rnn_model.keras").is_file()) \
+        if paths.RUNS.is_dir() else []
+    if not runs:
+        raise MusicRNNError(
+            f"no trained run under {paths.RUNS}; train one first (notebook 04_train or "
+            "`musicrnn train`) or set run_dir"
+        )
+    return runs[-1]
+
+
+def carried_vs_window(model, notes, window: int, *, every: int = 1, max_positions: int = 400):
+    """Carried state against the sliding window, note by note along ``notes``.
+
+    At every ``every``-th position from ``window`` on, compare the next-pitch distribution of the
+    carried state (which has read *all* the notes so far) with the model run on the last
+    ``window`` notes only (the tutorial's way). Returns a DataFrame with ``context`` (notes read),
+    ``tv_distance`` (total variation distance of the two distributions, 0 = identical, 1 =
+    disjoint) and ``same_top1`` (whether the most likely pitch agrees). At ``context == window``
+    both have read the same notes from a zero state, so they agree to float precision.
+    """
+    import pandas as pd
+
+    notes = validate_notes(notes, what="notes")
+    window = int(window)
+    if not 1 <= window <= len(notes):
+        raise MusicRNNError(f"window must be 1..{len(notes)} notes, got {window}")
+    sampler = Sampler(model, reprime_every=None, verify=False)
+    sampler.reset()
+    positions = list(range(window, len(notes) + 1, max(1, int(every))))[:max_positions]
+    carried = []
+    fed = 0
+    for context in positions:
+        sampler.feed(notes[fed:context])
+        fed = context
+        carried.append(sampler.distribution()["pitch"][0])
+    windows = np.stack([notes[c - window: c] for c in positions])
+    heads = np.concatenate([keras_heads(model, windows[i: i + 256])
+                            for i in range(0, len(windows), 256)])
+    windowed = pitch_distribution(heads[:, :N_PITCHES])
+    carried = np.asarray(carried)
+    return pd.DataFrame({
+        "context": positions,
+        "tv_distance": 0.5 * np.abs(carried - windowed).sum(axis=1),
+        "same_top1": carried.argmax(axis=1) == windowed.argmax(axis=1),
+    })
+
+
+def choose_primer(generator: Generator, primer: str | os.PathLike = "", *, corpus=None,
+                  seed: int | None = None) -> Generator:
+    """``generator`` with the primer a notebook parameter names: ``""`` keeps its own (the run's
+    seed sequence), ``"held-out"`` takes the start of a held-out piece of ``corpus``
+    (:func:`held_out_primer`), anything else is a ``.mid``/``.midi``/``.npy`` file."""
+    spec = str(primer or "")
+    if not spec:
+        return generator
+    if spec == "held-out":
+        if corpus is None:
+            raise MusicRNNError('primer="held-out" needs the dataset\'s note corpus')
+        notes, source = held_out_primer(corpus, generator.seq_length, seed=seed)
+        return generator.with_primer(notes, source)
+    return generator.with_primer(load_primer(spec, length=generator.seq_length), Path(spec).name)

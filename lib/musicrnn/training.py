@@ -1,0 +1,1092 @@
+"""Train a model into a run directory: resumable, seeded, validated, distributed when it can be.
+
+:func:`train` is the one entry point (the ``musicrnn train`` command and notebook 04 call it). It
+
+* reads the corpus (:func:`musicrnn.notes.load_corpus`) and cuts windows inside each piece,
+  split by piece (:mod:`musicrnn.sequences`);
+* builds and compiles the model of a :class:`~musicrnn.model.ModelConfig` under a distribution
+  strategy (:func:`resolve_strategy`: several GPUs, ``TF_CONFIG`` or a SLURM allocation);
+* trains with an endless, reshuffled stream of batches and evaluates every ``validate_every``
+  steps (one Keras "epoch" = one evaluation period), with early stopping on the validation loss
+  (best weights restored), ``ReduceLROnPlateau``, ``TerminateOnNaN``, per-period weight
+  checkpoints, a CSV history, optional TensorBoard and a progress bar;
+* backs the whole training state up after every period (weights, optimiser, learning rate, the
+  early-stopping and plateau counters, the best weights so far, the clock), so a run killed at
+  any moment continues from its last period when started again with the same arguments, on the
+  very batches an uninterrupted run would have seen;
+* writes the run directory: ``music_rnn_model.keras``, ``config.json``, ``seed_sequence.npy``,
+  ``history.csv``, ``checkpoints/``, ``loss_curves.png``.
+
+:func:`pitch_nll` and :func:`state_drift` measure held-out pitch likelihood the way generation
+uses a model: after a full window of context, or with the LSTM state carried through whole pieces.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import paths
+from .errors import MusicRNNError
+from .model import (
+    CHECKPOINTS_DIR, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, ModelConfig, build_model,
+    compile_model, get_preset, with_sequence_outputs, write_run_files,
+)
+from .notes import NoteCorpus
+from .sequences import WindowDataset, make_dataset, seed_window
+
+BACKUP_DIR = "backup"  # inside the run directory while training; removed once the run is done
+LOSS_CURVES_FILE = "loss_curves.png"
+MIN_VALIDATE_EVERY = 200  # default evaluation period in steps, when a pass is shorter
+DEFAULT_VALIDATION_WINDOWS = 4096  # evaluation windows kept (evenly spaced) per validation
+STATUS_TRAINING, STATUS_COMPLETE = "training", "complete"
+
+
+# ---------------------------------------------------------------------------------------------
+# Result
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did and where it put it."""
+
+    run_dir: Path  # the run directory
+    model: Any  # the trained keras.Model (best validation weights)
+    config: ModelConfig  # the config it was trained with
+    history: Any  # pandas DataFrame: one row per evaluation period (history.csv)
+    initial_epoch: int = 0  # evaluation period this call started from (> 0: resumed)
+    epochs_run: int = 0  # evaluation periods completed in total
+    best_epoch: int | None = None  # period (0-based) with the lowest validation loss
+    best_val_loss: float | None = None  # that validation loss
+    stopped_early: bool = False  # early stopping ended training before the step budget
+    terminated_on_nan: bool = False  # a NaN loss stopped training (best weights kept)
+    already_complete: bool = False  # the run directory held this finished run; nothing trained
+    steps: int = 0  # optimiser steps taken in total
+    validate_every: int = 0  # steps per evaluation period
+    train_seconds: float = 0.0  # wall time in training steps (validation excluded), all calls
+    windows_per_second: float = 0.0  # training windows per second of train_seconds
+    target_notes_per_second: float = 0.0  # predicted notes per second (x seq_length for "all")
+    strategy: str = "default"  # the distribution strategy's class name
+    replicas: int = 1  # replicas in sync
+    files: dict[str, Path] = field(default_factory=dict)  # the run directory's files
+
+    def summary(self) -> str:
+        """A few lines for people."""
+        how = "already complete" if self.already_complete else (
+            "resumed" if self.initial_epoch else "trained")
+        lines = [
+            f"{how}: {self.config.name} ({self.config.targets} targets) in {self.run_dir}",
+            f"  {self.epochs_run} evaluations x {self.validate_every} steps = {self.steps} steps, "
+            f"{self.train_seconds:.1f} s training ({self.windows_per_second:.0f} windows/s, "
+            f"{self.target_notes_per_second:.0f} target notes/s)",
+        ]
+        if self.best_val_loss is not None:
+            lines.append(f"  best validation loss {self.best_val_loss:.4f} after evaluation "
+                         f"{(self.best_epoch or 0) + 1}"
+                         + (" (stopped early)" if self.stopped_early else ""))
+        if self.terminated_on_nan:
+            lines.append("  a NaN loss stopped training; the best weights before it were kept")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_config(config: ModelConfig | str | dict[str, Any], **overrides: Any) -> ModelConfig:
+    """A validated :class:`ModelConfig` from a config, a preset name or a dict (+ overrides).
+
+    ``None`` overrides are ignored; unknown keys and impossible values raise
+    :class:`~musicrnn.errors.MusicRNNError`.
+    """
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if isinstance(config, ModelConfig):
+        return config.replace(**changes)
+    if isinstance(config, str):
+        return get_preset(config, **changes)
+    if isinstance(config, dict):
+        base = dict(config)
+        preset = base.pop("preset", None)
+        if preset is not None:
+            return get_preset(preset, **{**base, **changes})
+        return ModelConfig.from_dict({**base, **changes})
+    raise MusicRNNError(
+        f"config must be a ModelConfig, a preset name or a dict, got {type(config).__name__}"
+    )
+
+
+def default_run_dir(config: ModelConfig, dataset: str, max_files: int | None = None) -> Path:
+    """``outputs/runs/train-<preset>-<dataset>[-max<N>]-seed<S>``: the same for the same command,
+    so that running it again resumes."""
+    from .notes import dataset_slug
+
+    return paths.RUNS / f"train-{config.name}-{dataset_slug(dataset, max_files)}-seed{config.seed}"
+
+
+def _jit_default() -> bool | str:
+    """XLA only where a GPU is visible: on CPU it makes these LSTMs 2-3x slower."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return "auto"
+    import tensorflow as tf
+
+    return "auto" if tf.config.list_logical_devices("GPU") else False
+
+
+# ---------------------------------------------------------------------------------------------
+# Distribution
+# ---------------------------------------------------------------------------------------------
+
+
+def under_slurm() -> bool:
+    """Whether this process is one task of a multi-task SLURM step (``srun`` with ntasks > 1)."""
+    env = os.environ
+    tasks = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS") or env.get("SLURM_NPROCS")
+    try:
+        return "SLURM_JOB_ID" in env and "SLURM_PROCID" in env and int(tasks or 1) > 1
+    except ValueError:
+        return False
+
+
+def resolve_strategy(strategy: Any = None) -> Any:
+    """The ``tf.distribute`` strategy to train under, or None for plain single-device training.
+
+    ``None`` / ``"auto"``: ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` is set, or under a
+    multi-task SLURM step (``SlurmClusterResolver``); ``MirroredStrategy`` when more than one GPU
+    is visible; else none. ``"mirrored"``: all visible GPUs, else all logical CPU devices (two
+    logical CPUs make a test of the mirrored path). ``"multiworker"``, ``"slurm"``, ``"none"``
+    force a choice; a ``tf.distribute.Strategy`` is used as it is.
+
+    Create it before TensorFlow runs anything else in the process: multi-worker collectives are
+    configured at start-up.
+    """
+    import keras
+
+    if strategy in ("none", "default", False):
+        return None
+    if keras.backend.backend() != "tensorflow":
+        if strategy in (None, "auto"):
+            return None
+        raise MusicRNNError(
+            f"distribution strategy {strategy!r} needs the TensorFlow backend; Keras runs on "
+            f"{keras.backend.backend()!r} (set KERAS_BACKEND=tensorflow)"
+        )
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.Strategy):
+        return strategy
+    if strategy in (None, "auto"):
+        if os.environ.get("TF_CONFIG"):
+            strategy = "multiworker"
+        elif under_slurm():
+            strategy = "slurm"
+        elif len(tf.config.list_logical_devices("GPU")) > 1:
+            strategy = "mirrored"
+        else:
+            return None
+    if strategy == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if strategy == "multiworker":
+        if not os.environ.get("TF_CONFIG"):
+            raise MusicRNNError("the multi-worker strategy needs TF_CONFIG describing the cluster")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if strategy == "slurm":
+        resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    raise MusicRNNError(
+        f"unknown strategy {strategy!r}; use 'auto', 'mirrored', 'multiworker', 'slurm' or 'none'"
+    )
+
+
+def _is_chief(strategy: Any) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None) if strategy is not None else None
+    task_type = getattr(resolver, "task_type", None) if resolver is not None else None
+    if not task_type or task_type == "chief":
+        return True
+    if task_type == "worker" and int(resolver.task_id or 0) == 0:
+        return "chief" not in resolver.cluster_spec().as_dict()
+    return False
+
+
+def _worker_dir(run_dir: Path, strategy: Any) -> Path:
+    """Where a non-chief worker keeps its own backup (the chief owns the run directory)."""
+    resolver = strategy.cluster_resolver
+    return run_dir / f".worker-{resolver.task_type}-{resolver.task_id}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Callbacks
+# ---------------------------------------------------------------------------------------------
+
+
+def _callbacks():  # imported lazily: keeps `import musicrnn.training` light
+    import keras
+
+    class Clock(keras.callbacks.Callback):
+        """Counts steps and training seconds (validation excluded); adds them to the logs."""
+
+        def __init__(self, steps_per_epoch: int, steps_per_pass: int, windows_per_step: int):
+            super().__init__()
+            self.steps_per_epoch = steps_per_epoch
+            self.steps_per_pass = steps_per_pass
+            self.windows_per_step = windows_per_step
+            self.train_seconds = 0.0  # restored by the backup on resume
+            self.session_seconds = 0.0
+            self.session_steps = 0
+            self._started: float | None = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._started = time.perf_counter()
+
+        def _stop_clock(self):
+            if self._started is not None:
+                elapsed = time.perf_counter() - self._started
+                self.train_seconds += elapsed
+                self.session_seconds += elapsed
+                self._started = None
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.session_steps += 1
+
+        def on_test_begin(self, logs=None):
+            self._stop_clock()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._stop_clock()
+            if logs is not None:
+                steps = (epoch + 1) * self.steps_per_epoch
+                logs["steps"] = steps
+                logs["passes"] = steps / self.steps_per_pass
+                logs["train_seconds"] = self.train_seconds
+
+    class HistoryCSV(keras.callbacks.Callback):
+        """``history.csv`` rewritten atomically after every period; resumed runs keep the rows
+        of the periods they restored and drop any written after the last backup."""
+
+        def __init__(self, path: Path, initial_epoch: int = 0, enabled: bool = True):
+            super().__init__()
+            self.path = Path(path)
+            self.initial_epoch = int(initial_epoch)
+            self.enabled = enabled
+            self.rows: list[dict[str, Any]] = []
+
+        def on_train_begin(self, logs=None):
+            self.rows = [r for r in read_history_rows(self.path)
+                         if int(r["epoch"]) < self.initial_epoch]
+            if self.enabled:
+                self._write()
+
+        def on_epoch_end(self, epoch, logs=None):
+            row = {"epoch": int(epoch)}
+            row.update({k: float(v) for k, v in (logs or {}).items() if _is_number(v)})
+            self.rows.append(row)
+            if self.enabled:
+                self._write()
+
+        def _write(self):
+            if not self.rows:
+                self.path.unlink(missing_ok=True)
+                return
+            keys = ["epoch"] + sorted({k for r in self.rows for k in r} - {"epoch"})
+            lines = [",".join(keys)]
+            for r in self.rows:
+                lines.append(",".join(_csv_value(r.get(k)) for k in keys))
+            paths.atomic_write_text(self.path, "\n".join(lines) + "\n")
+
+    class EpochCheckpoint(keras.callbacks.Callback):
+        """``checkpoints/epoch_NNN.weights.h5`` after every period (written atomically); keeps the
+        newest ``keep`` and the best one."""
+
+        def __init__(self, folder: Path, keep: int = 5, enabled: bool = True):
+            super().__init__()
+            self.folder = Path(folder)
+            self.keep = keep
+            self.enabled = enabled
+            self.best: tuple[float, Path] | None = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            if not self.enabled:
+                return
+            path = self.folder / f"epoch_{epoch + 1:03d}.weights.h5"
+            _save_weights_atomic(self.model, path)
+            value = (logs or {}).get("val_loss")
+            if value is not None and math.isfinite(value) and (
+                self.best is None or value < self.best[0]
+            ):
+                self.best = (float(value), path)
+            found = sorted(self.folder.glob("epoch_*.weights.h5"))
+            protect = {self.best[1].name} if self.best else set()
+            for old in found[: max(0, len(found) - self.keep)]:
+                if old.name not in protect:
+                    old.unlink(missing_ok=True)
+
+    class RunBackup(keras.callbacks.BackupAndRestore):
+        """``BackupAndRestore`` that also keeps the rest of the training state.
+
+        Keras's callback restores the weights, the optimiser (with its learning rate) and the
+        epoch. This one also restores the early-stopping and plateau counters, the best weights
+        so far, the step clock and the best checkpoint, and writes every file atomically (with
+        the previous backup kept), so a kill at any moment leaves a usable backup.
+        """
+
+        def __init__(self, backup_dir: Path, early, plateau, clock, checkpoint):
+            super().__init__(str(backup_dir), save_freq="epoch", double_checkpoint=True,
+                             delete_checkpoint=False)
+            self.folder = Path(backup_dir)
+            self.early, self.plateau, self.clock, self.checkpoint = (
+                early, plateau, clock, checkpoint)
+            self.state_path = self.folder / "training_state.json"
+            self.best_path = self.folder / "best.weights.h5"
+            self.restored_epoch = 0
+
+        def on_train_begin(self, logs=None):
+            state = read_backup_state(self.folder)
+            if state is None:
+                return
+            if not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+            if self.best_path.is_file():
+                self.model.load_weights(str(self.best_path))
+                self.early.best_weights = self.model.get_weights()
+            self.model.load_weights(self._weights_path)
+            self.model._initial_epoch = int(state["epoch"])
+            self.restored_epoch = int(state["epoch"])
+            e, p = state.get("early_stopping", {}), state.get("plateau", {})
+            self.early.wait = int(e.get("wait", 0))
+            self.early.best = e.get("best")
+            self.early.best_epoch = int(e.get("best_epoch", 0))
+            self.plateau.wait = int(p.get("wait", 0))
+            self.plateau.best = p.get("best", self.plateau.best)
+            self.plateau.cooldown_counter = int(p.get("cooldown_counter", 0))
+            self.clock.train_seconds = float(state.get("train_seconds", 0.0))
+            best_ckpt = state.get("best_checkpoint")
+            if best_ckpt:
+                self.checkpoint.best = (float(best_ckpt[0]), Path(best_ckpt[1]))
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if self.early.best_epoch == epoch and self.early.best_weights is not None:
+                _save_weights_atomic(self.model, self.best_path, self.early.best_weights)
+            _save_weights_atomic(self.model, Path(self._weights_path))
+            best_ckpt = self.checkpoint.best
+            state = {
+                "epoch": epoch + 1,
+                "early_stopping": {"wait": self.early.wait, "best": _float_or_none(
+                    self.early.best), "best_epoch": self.early.best_epoch},
+                "plateau": {"wait": self.plateau.wait, "best": _float_or_none(self.plateau.best),
+                            "cooldown_counter": self.plateau.cooldown_counter},
+                "train_seconds": self.clock.train_seconds,
+                "best_checkpoint": [best_ckpt[0], str(best_ckpt[1])] if best_ckpt else None,
+            }
+            # The state names the epoch; written last, it commits the backup.
+            paths.atomic_write_text(self.state_path, json.dumps(state) + "\n")
+            paths.atomic_write_text(self._training_metadata_path,
+                                    json.dumps({"epoch": epoch + 1, "batch": 0}))
+
+        def on_train_end(self, logs=None):
+            pass  # the caller removes the backup once the run directory is written
+
+    return Clock, HistoryCSV, EpochCheckpoint, RunBackup
+
+
+def _save_weights_atomic(model, path: Path, weights: list | None = None) -> None:
+    """``model.save_weights`` through a temporary file (optionally of other weights)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name[:-len('.weights.h5')]}.tmp.weights.h5")
+    if weights is not None:
+        current = model.get_weights()
+        model.set_weights(weights)
+        try:
+            model.save_weights(str(tmp))
+        finally:
+            model.set_weights(current)
+    else:
+        model.save_weights(str(tmp))
+    os.replace(tmp, path)
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    value = float(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+
+
+def read_backup_state(backup_dir: Path) -> dict[str, Any] | None:
+    """The backed-up training state of an interrupted run, or None when there is none."""
+    state_path = Path(backup_dir) / "training_state.json"
+    weights = Path(backup_dir) / "latest.weights.h5"
+    if not (state_path.is_file() and weights.is_file()):
+        return None
+    try:
+        state = json.loads(state_path.read_text())
+        int(state["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return state
+
+
+def read_history_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a ``history.csv`` as dicts of floats (a torn last line is dropped)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines()
+    if not lines:
+        return []
+    keys = lines[0].split(",")
+    rows = []
+    for line in lines[1:]:
+        values = line.split(",")
+        if len(values) != len(keys):
+            continue
+        try:
+            row = {k: float(v) for k, v in zip(keys, values) if v != ""}
+            row["epoch"] = int(row["epoch"])
+            rows.append(row)
+        except (ValueError, KeyError):
+            continue
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# The run directory
+# ---------------------------------------------------------------------------------------------
+
+
+def _run_info(config: ModelConfig, dataset: str, max_files: int | None,
+              validate_every: int) -> dict[str, Any]:
+    return {"model": config.to_dict(), "dataset": dataset, "max_files": max_files,
+            "training": {"validate_every": validate_every}}
+
+
+_RESUME_FREE = {"epochs"}  # may change between a run and its resumption
+
+
+def _check_run_dir(run_dir: Path, expected: dict[str, Any]) -> dict[str, Any] | None:
+    """The run directory's ``config.json`` (None when new); a clear error if it is another run."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        found = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MusicRNNError(f"{path} is not valid JSON ({exc}); delete it or use another "
+                            "run directory") from exc
+    differences = []
+    found_model = dict(found.get("model") or {})
+    for key, value in expected["model"].items():
+        if key not in _RESUME_FREE and found_model.get(key) != value:
+            differences.append(f"{key}: {found_model.get(key)!r} there, {value!r} now")
+    for key in ("dataset", "max_files"):
+        if found.get(key) != expected[key]:
+            differences.append(f"{key}: {found.get(key)!r} there, {expected[key]!r} now")
+    found_every = (found.get("training") or {}).get("validate_every")
+    if found_every is not None and found_every != expected["training"]["validate_every"]:
+        differences.append(f"validate_every: {found_every} there, "
+                           f"{expected['training']['validate_every']} now")
+    if differences:
+        raise MusicRNNError(
+            f"the run directory {run_dir} holds a run with a different config ("
+            + "; ".join(differences) + "); pass another run directory, or delete this one to "
+            "start over"
+        )
+    return found
+
+
+def plot_loss_curves(history: Any, path: str | Path | None = None, title: str = ""):
+    """Training and validation loss per evaluation period (total and per head); optional PNG.
+
+    Uses :func:`musicrnn.plots.training_curves` when it exists, else a plain matplotlib figure.
+    Returns the matplotlib figure.
+    """
+    import matplotlib
+
+    if path is not None and "MPLBACKEND" not in os.environ:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    frame = pd.DataFrame(history)
+    figure = None
+    try:
+        from .plots import training_curves
+
+        result = training_curves(frame, title=title) if title else training_curves(frame)
+        figure = getattr(result, "figure", None) or (result if hasattr(result, "savefig") else None)
+    except Exception:  # plots may not exist yet, or take other arguments
+        figure = None
+    if figure is None:
+        heads = [h for h in ("loss", "pitch_loss", "step_loss", "duration_loss") if h in frame]
+        figure, axes = plt.subplots(1, len(heads), figsize=(4 * len(heads), 3.2), squeeze=False)
+        x = frame["steps"] if "steps" in frame else frame.index + 1
+        for ax, key in zip(axes[0], heads):
+            ax.plot(x, frame[key], label="train", marker=".")
+            if f"val_{key}" in frame:
+                ax.plot(x, frame[f"val_{key}"], label="validation", marker=".")
+            ax.set_title(key.replace("_", " "))
+            ax.set_xlabel("training steps" if "steps" in frame else "evaluation")
+            ax.grid(alpha=0.3)
+        axes[0][0].legend()
+        if title:
+            figure.suptitle(title)
+        figure.tight_layout()
+    if path is not None:
+        with paths.atomic_path(path) as tmp:
+            figure.savefig(tmp, dpi=110, format="png")
+    return figure
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------------------
+
+
+def train(
+    config: ModelConfig | str | dict[str, Any],
+    dataset: str = "bach-chorales",
+    run_dir: str | Path | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    max_files: int | None = None,
+    epochs: int | None = None,
+    seed: int | None = None,
+    corpus: NoteCorpus | None = None,
+    strategy: Any = None,
+    mixed_precision: bool | str = False,
+    jit_compile: bool | str | None = None,
+    tensorboard: bool = False,
+    validate_every: int | None = None,
+    validation_windows: int | None = DEFAULT_VALIDATION_WINDOWS,
+    keep_checkpoints: int = 5,
+    progress: bool | int = True,
+    callbacks: list | None = None,
+) -> TrainResult:
+    """Train a model and write its run directory; resume it if it was interrupted.
+
+    Args:
+        config: a :class:`~musicrnn.model.ModelConfig`, a preset name (``"v2"``) or a dict of
+            config fields (optionally with ``"preset"``).
+        dataset: the dataset name (``bach-chorales``, ``maestro-v2``, ``local:<dir>``, ...).
+        run_dir: the run directory (default :func:`default_run_dir`). Started again with the
+            same arguments, an interrupted run resumes; a finished one is loaded, not retrained;
+            one holding a different config is an error.
+        data_dir: the data folder (default: the project's ``data/``).
+        max_files: use a deterministic subset of the dataset.
+        epochs: passes over the training windows at most (default: the config's).
+        seed: the one seed for weights, dropout, window order and augmentation (default: the
+            config's).
+        corpus: a ready :class:`~musicrnn.notes.NoteCorpus` (skips loading ``dataset``).
+        strategy: see :func:`resolve_strategy` (default: automatic).
+        mixed_precision: ``True`` (float16 on GPU, bfloat16 on CPU) or a Keras dtype policy name.
+        jit_compile: XLA; default: on where a GPU is visible (it slows these LSTMs on CPU).
+        tensorboard: also write TensorBoard logs to ``<run_dir>/logs``.
+        validate_every: training steps per evaluation period (one Keras epoch); default: one pass
+            over the windows, at least 200 steps, so that short passes do not make early stopping
+            chase noise. Early stopping and the plateau rule count periods.
+        validation_windows: evaluate on at most this many validation windows (evenly spaced).
+        keep_checkpoints: newest per-period checkpoints kept (and the best one).
+        progress: show Keras's progress bar (``True``/1), one line per period (2), or nothing.
+        callbacks: more Keras callbacks.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        MusicRNNError: bad config values or keys, an empty split, a ``seq_length`` longer than
+            every piece, a run directory of another run, or a loss that was NaN from the start.
+    """
+    import keras
+
+    config = resolve_config(config, epochs=epochs, seed=seed)
+    if max_files is not None and (isinstance(max_files, bool) or int(max_files) < 1):
+        raise MusicRNNError(f"max_files must be a positive integer or None, got {max_files!r}")
+    if validate_every is not None and (isinstance(validate_every, bool)
+                                       or int(validate_every) < 1):
+        raise MusicRNNError(f"validate_every must be a positive number of steps, got "
+                            f"{validate_every!r}")
+    run_dir = Path(run_dir).expanduser() if run_dir else default_run_dir(config, dataset, max_files)
+
+    # The strategy first: multi-worker collectives must be set up before TensorFlow runs.
+    strategy = resolve_strategy(strategy)
+    chief = _is_chief(strategy)
+
+    if corpus is None:
+        from .notes import load_corpus
+
+        corpus = load_corpus(dataset, data_dir=data_dir, max_files=max_files)
+    train_data = make_dataset(corpus, "train", config)
+    val_data = make_dataset(corpus, "validation", config, max_windows=validation_windows)
+    steps_per_pass = train_data.steps_per_pass
+    period = int(validate_every) if validate_every else max(steps_per_pass, MIN_VALIDATE_EVERY)
+    total_steps = config.epochs * steps_per_pass
+    keras_epochs = max(1, math.ceil(total_steps / period))
+    info = _run_info(config, dataset, max_files, period)
+
+    found = _check_run_dir(run_dir, info)
+    if found is not None and found.get("status") == STATUS_COMPLETE and (
+            run_dir / MODEL_FILE).is_file():
+        return _finished_result(run_dir, found, config, period)
+
+    keras.utils.set_random_seed(config.seed)
+    own_dir = run_dir if chief else _worker_dir(run_dir, strategy)
+    backup_dir = own_dir / BACKUP_DIR
+    resumed_state = read_backup_state(backup_dir)
+    initial_epoch = int(resumed_state["epoch"]) if resumed_state else 0
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        paths.atomic_write_text(run_dir / CONFIG_FILE, json.dumps(
+            {**info, "status": STATUS_TRAINING}, indent=2, sort_keys=True) + "\n")
+
+    if progress:
+        print(f"Training {config.name} ({config.targets} targets, seq_length {config.seq_length},"
+              f" batch {config.batch_size}, lr {config.learning_rate:g}) on {dataset}:")
+        print(f"  train      {train_data!r}")
+        print(f"  validation {val_data!r}")
+        print(f"  {keras_epochs} evaluations every {period} steps (at most {config.epochs} passes"
+              f" = {total_steps} steps), early stopping after {config.early_stopping_patience}"
+              f" without improvement; run directory {run_dir}")
+        if initial_epoch:
+            print(f"  resuming after evaluation {initial_epoch} of {keras_epochs} "
+                  f"(backup in {backup_dir})")
+
+    model = _build(config, strategy, mixed_precision, jit_compile)
+    train_tf = train_data.to_tf(start_step=initial_epoch * period)
+    val_tf = val_data.to_tf()
+
+    Clock, HistoryCSV, EpochCheckpoint, RunBackup = _callbacks()
+    clock = Clock(period, steps_per_pass, config.batch_size)
+    early = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True)
+    plateau = keras.callbacks.ReduceLROnPlateau(
+        monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-6)
+    history_csv = HistoryCSV(run_dir / HISTORY_FILE, initial_epoch, enabled=chief)
+    checkpoint = EpochCheckpoint(run_dir / CHECKPOINTS_DIR, keep=keep_checkpoints,
+                                 enabled=chief)
+    nan_guard = keras.callbacks.TerminateOnNaN()
+    backup = RunBackup(backup_dir, early, plateau, clock, checkpoint)
+    callback_list = [clock, nan_guard, early, plateau, history_csv, checkpoint]
+    if tensorboard and chief:
+        callback_list.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
+    callback_list += list(callbacks or [])
+    callback_list.append(backup)  # last: restores after the others reset, saves after they update
+
+    verbose = 0 if not progress else (2 if progress == 2 else 1)
+    model.fit(
+        train_tf, epochs=keras_epochs, steps_per_epoch=period, validation_data=val_tf,
+        callbacks=callback_list, verbose=verbose, shuffle=False,
+    )
+    epochs_run = len(history_csv.rows)
+    terminated = any(not math.isfinite(r.get("loss", math.nan)) for r in history_csv.rows)
+    if early.best_weights is None or _float_or_none(early.best) is None:
+        raise MusicRNNError(
+            "training produced no usable weights: the loss was NaN before the first evaluation; "
+            f"lower learning_rate (now {config.learning_rate:g}) or set clipnorm"
+        )
+
+    import pandas as pd
+
+    history = pd.DataFrame(history_csv.rows)
+    best_epoch = int(early.best_epoch) if early.best is not None else None
+    best_val = _float_or_none(early.best)
+    seconds = clock.train_seconds
+    steps = epochs_run * period
+    windows_per_s = clock.session_steps * config.batch_size / clock.session_seconds if (
+        clock.session_seconds > 0) else 0.0
+    per_window = config.seq_length if config.targets == "all" else 1
+    result = TrainResult(
+        run_dir=run_dir, model=model, config=config, history=history,
+        initial_epoch=initial_epoch, epochs_run=epochs_run, best_epoch=best_epoch,
+        best_val_loss=best_val, stopped_early=bool(early.stopped_epoch) and not terminated,
+        terminated_on_nan=terminated, steps=steps, validate_every=period,
+        train_seconds=seconds, windows_per_second=windows_per_s,
+        target_notes_per_second=windows_per_s * per_window,
+        strategy=type(strategy).__name__ if strategy is not None else "default",
+        replicas=int(strategy.num_replicas_in_sync) if strategy is not None else 1,
+    )
+    if chief:
+        seed_sequence = seed_window(corpus, config.seq_length, "validation", seed=config.seed)
+        final_info = {
+            **{k: v for k, v in info.items() if k != "model"},
+            "status": STATUS_COMPLETE,
+            "seed": config.seed,
+            "results": {
+                "evaluations": epochs_run, "steps": steps, "best_epoch": best_epoch,
+                "best_val_loss": best_val, "stopped_early": result.stopped_early,
+                "terminated_on_nan": terminated, "train_seconds": round(seconds, 3),
+                "windows_per_second": round(windows_per_s, 2),
+                "target_notes_per_second": round(result.target_notes_per_second, 2),
+                "strategy": result.strategy, "replicas": result.replicas,
+                "corpus": {s: int(v) for s, v in corpus.summary()["notes"].items()},
+            },
+        }
+        final_info["training"].update({"steps_per_pass": steps_per_pass,
+                                       "train_windows_per_pass": train_data.windows_per_pass})
+        result.files = write_run_files(run_dir, model, config, seed_sequence, info=final_info)
+        result.files["history"] = run_dir / HISTORY_FILE
+        result.files["checkpoints"] = run_dir / CHECKPOINTS_DIR
+        if len(history):
+            import matplotlib.pyplot as plt
+
+            figure = plot_loss_curves(history, run_dir / LOSS_CURVES_FILE,
+                                      title=f"{config.name} on {dataset}")
+            plt.close(figure)
+            result.files["loss_curves"] = run_dir / LOSS_CURVES_FILE
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    if not chief:
+        shutil.rmtree(own_dir, ignore_errors=True)
+    if progress:
+        print(result.summary())
+    return result
+
+
+def _build(config: ModelConfig, strategy: Any, mixed_precision: bool | str,
+           jit_compile: bool | str | None):
+    """Build and compile under the strategy's scope and the requested dtype policy."""
+    import contextlib
+
+    import keras
+
+    policy = None
+    if mixed_precision:
+        if isinstance(mixed_precision, str):
+            policy = mixed_precision
+        else:
+            import tensorflow as tf
+
+            policy = "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+        if policy not in ("mixed_float16", "mixed_bfloat16", "float32"):
+            raise MusicRNNError(f"mixed_precision must be True, False, 'mixed_float16' or "
+                                f"'mixed_bfloat16', got {mixed_precision!r}")
+    previous = keras.config.dtype_policy()
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    try:
+        if policy:
+            keras.config.set_dtype_policy(policy)
+        with scope:
+            model = build_model(config)
+            compile_model(model, config,
+                          jit_compile=_jit_default() if jit_compile is None else jit_compile)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    return model
+
+
+def _finished_result(run_dir: Path, found: dict[str, Any], config: ModelConfig,
+                     period: int) -> TrainResult:
+    from .model import load_run
+
+    run = load_run(run_dir)
+    history = run.history()
+    results = found.get("results") or {}
+    print(f"{run_dir} already holds this finished run; loaded it (delete the folder or pass "
+          "another run directory to train again)")
+    return TrainResult(
+        run_dir=run_dir, model=run.model, config=config, history=history,
+        initial_epoch=int(results.get("evaluations", 0)),
+        epochs_run=int(results.get("evaluations", 0)), best_epoch=results.get("best_epoch"),
+        best_val_loss=results.get("best_val_loss"),
+        stopped_early=bool(results.get("stopped_early")),
+        terminated_on_nan=bool(results.get("terminated_on_nan")), already_complete=True,
+        steps=int(results.get("steps", 0)), validate_every=period,
+        train_seconds=float(results.get("train_seconds", 0.0)),
+        windows_per_second=float(results.get("windows_per_second", 0.0)),
+        target_notes_per_second=float(results.get("target_notes_per_second", 0.0)),
+        strategy=str(results.get("strategy", "default")),
+        replicas=int(results.get("replicas", 1)),
+        files={"model": run_dir / MODEL_FILE, "config": run_dir / CONFIG_FILE},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Held-out pitch likelihood: after a full window, and with the state carried through pieces
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DriftReport:
+    """Held-out pitch NLL of one model measured two ways, on the same target notes."""
+
+    windowed_nll: float  # nats/note: each note predicted after exactly `context` notes, zero state
+    carried_nll: float  # nats/note: the state carried from the start of the piece
+    top1_disagreement: float  # share of notes whose most likely pitch differs between the two
+    context: int  # notes of context of the windowed measure
+    targets: int  # notes scored (those with at least `context` notes before them)
+    pieces: int  # pieces scored
+
+    @property
+    def drift(self) -> float:
+        """``carried_nll - windowed_nll``: > 0 means the carried state drifts."""
+        return self.carried_nll - self.windowed_nll
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"windowed_nll": self.windowed_nll, "carried_nll": self.carried_nll,
+                "drift": self.drift, "top1_disagreement": self.top1_disagreement,
+                "context": self.context, "targets": self.targets, "pieces": self.pieces}
+
+
+def _pieces(corpus: NoteCorpus | list[np.ndarray], split: str) -> list[np.ndarray]:
+    if isinstance(corpus, NoteCorpus):
+        return [corpus.features(int(i)) for i in corpus.indices(split)]
+    return [np.asarray(p, dtype=np.float32) for p in corpus]
+
+
+def _target_positions(lengths: np.ndarray, context: int, max_targets: int | None
+                      ) -> list[np.ndarray]:
+    """Per piece, the positions ``t >= context`` scored (evenly thinned to ``max_targets``)."""
+    per_piece = [np.arange(context, n, dtype=np.int64) for n in lengths]
+    total = sum(len(p) for p in per_piece)
+    if max_targets is None or total <= max_targets:
+        return per_piece
+    keep = np.zeros(total, dtype=bool)
+    keep[np.unique(np.linspace(0, total - 1, int(max_targets)).astype(np.int64))] = True
+    out, at = [], 0
+    for p in per_piece:
+        out.append(p[keep[at: at + len(p)]])
+        at += len(p)
+    return out
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float64)
+    top = logits.max(axis=-1, keepdims=True)
+    return logits - top - np.log(np.exp(logits - top).sum(axis=-1, keepdims=True))
+
+
+_TWINS: "weakref.WeakKeyDictionary" = None  # model -> {sequence_outputs: twin model}
+
+
+def _view(model, sequence_outputs: bool):
+    """``model`` predicting at every position (or only the last), sharing its current weights.
+
+    The rebuilt twin is kept per model, so that scoring a model again and again during training
+    (its weights copied over each time) does not build and trace a new model every time.
+    """
+    import weakref
+
+    global _TWINS
+    if _TWINS is None:
+        _TWINS = weakref.WeakKeyDictionary()
+    lstms = [la for la in model.layers if la.name.startswith("lstm_")]
+    if lstms and bool(lstms[-1].return_sequences) == bool(sequence_outputs):
+        return model
+    twins = _TWINS.setdefault(model, {})
+    if sequence_outputs not in twins:
+        twins[sequence_outputs] = with_sequence_outputs(model, sequence_outputs)
+        return twins[sequence_outputs]
+    twin = twins[sequence_outputs]
+    for layer in twin.layers:
+        if layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    return twin
+
+
+def _windowed_logits(model, pieces: list[np.ndarray], positions: list[np.ndarray],
+                     context: int, batch_size: int) -> np.ndarray:
+    last = _view(model, False)
+    rows = [(i, int(t)) for i, pos in enumerate(pieces) for t in positions[i]]
+    out = []
+    offsets = np.arange(-context, 0, dtype=np.int64)
+    for b in range(0, len(rows), batch_size):
+        chunk = rows[b: b + batch_size]
+        x = np.zeros((batch_size if len(rows) > batch_size else len(chunk), context, 3),
+                     np.float32)  # one shape for every batch: traced once
+        x[: len(chunk)] = np.stack([pieces[i][t + offsets] for i, t in chunk])
+        logits = np.asarray(last.predict_on_batch(x)["pitch"], dtype=np.float32)
+        out.append(logits[: len(chunk)])
+    return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
+
+
+def _carried_logits(model, pieces: list[np.ndarray], positions: list[np.ndarray],
+                    max_batch_notes: int = 262_144) -> list[np.ndarray]:
+    """Pitch logits for predicting note ``t`` of each piece from notes ``0..t-1`` (state carried);
+    pieces run in length-sorted, end-padded batches (padding after a piece changes nothing
+    before it)."""
+    sequence = _view(model, True)
+    order = np.argsort([len(p) for p in pieces])
+    result: list[np.ndarray | None] = [None] * len(pieces)
+    i = 0
+    while i < len(order):
+        longest = len(pieces[order[i]])
+        j = i + 1
+        while j < len(order) and (j - i + 1) * len(pieces[order[j]]) <= max_batch_notes:
+            j += 1
+        batch = order[i:j]
+        longest = max(len(pieces[k]) for k in batch)
+        padded = 1 << max(4, (longest - 1).bit_length())  # few distinct shapes
+        x = np.zeros((len(batch), padded, 3), np.float32)
+        for r, k in enumerate(batch):
+            x[r, : len(pieces[k])] = pieces[k]
+        logits = np.asarray(sequence.predict_on_batch(x)["pitch"], dtype=np.float32)
+        for r, k in enumerate(batch):
+            result[k] = logits[r, positions[k] - 1]
+        i = j
+    return result  # type: ignore[return-value]
+
+
+def pitch_nll(model, corpus: NoteCorpus | list[np.ndarray], split: str = "validation", *,
+              context: int = 50, max_targets: int | None = 4096, batch_size: int = 256) -> float:
+    """Held-out pitch NLL (nats per note) of each note after exactly ``context`` notes.
+
+    The measure of the benchmark and of notebook 04: every note with at least ``context``
+    notes before it in its piece (evenly thinned to ``max_targets``) is predicted from the
+    ``context`` notes before it, from a zero state -- the same for ``last`` and ``all`` models.
+    """
+    pieces = _pieces(corpus, split)
+    positions = _target_positions(np.array([len(p) for p in pieces]), context, max_targets)
+    n = sum(len(p) for p in positions)
+    if n == 0:
+        raise MusicRNNError(f"no {split} piece has more than {context} notes to score")
+    logits = _windowed_logits(model, pieces, positions, context, batch_size)
+    targets = np.concatenate([pieces[i][positions[i], 0] for i in range(len(pieces))]
+                             ).astype(np.int64)
+    return float(-_log_softmax(logits)[np.arange(n), targets].mean())
+
+
+def state_drift(model, corpus: NoteCorpus | list[np.ndarray], split: str = "validation", *,
+                context: int = 50, max_targets: int | None = 4096, batch_size: int = 256
+                ) -> DriftReport:
+    """Pitch NLL with the LSTM state carried through whole pieces vs after a ``context`` window.
+
+    Generation carries the state over hundreds of notes; a model only ever trained from a zero
+    state on short windows may drift there. Both measures score the same notes (those with at
+    least ``context`` notes before them): ``carried_nll <= windowed_nll`` means carrying the
+    state costs nothing (longer memory even helps).
+    """
+    pieces = _pieces(corpus, split)
+    positions = _target_positions(np.array([len(p) for p in pieces]), context, max_targets)
+    n = sum(len(p) for p in positions)
+    if n == 0:
+        raise MusicRNNError(f"no {split} piece has more than {context} notes to score")
+    used = [i for i in range(len(pieces)) if len(positions[i])]
+    pieces = [pieces[i] for i in used]
+    positions = [positions[i] for i in used]
+    targets = np.concatenate([p[pos, 0] for p, pos in zip(pieces, positions)]).astype(np.int64)
+    windowed = _log_softmax(_windowed_logits(model, pieces, positions, context, batch_size))
+    carried = _log_softmax(np.concatenate(_carried_logits(model, pieces, positions)))
+    rows = np.arange(n)
+    return DriftReport(
+        windowed_nll=float(-windowed[rows, targets].mean()),
+        carried_nll=float(-carried[rows, targets].mean()),
+        top1_disagreement=float((windowed.argmax(-1) != carried.argmax(-1)).mean()),
+        context=int(context), targets=int(n), pieces=len(pieces),
+    )
+
+
+def learning_curve(
+    config: ModelConfig | str | dict[str, Any],
+    corpus: NoteCorpus,
+    *,
+    max_steps: int,
+    eval_every: int = 25,
+    budget_seconds: float | None = None,
+    target_nll: float | None = None,
+    context: int | None = None,
+    eval_targets: int | None = 2000,
+    run_dir: str | Path | None = None,
+    progress: bool = False,
+):
+    """Train ``config`` with :func:`train`, scoring :func:`pitch_nll` every ``eval_every`` steps.
+
+    For comparing training set-ups by wall time: the clock counts training steps only (the
+    scoring and Keras's validation are excluded). Stops after ``max_steps``, after
+    ``budget_seconds`` of training, or once the NLL reaches ``target_nll``.
+
+    Args:
+        config: what to train (a config, a preset name or a dict).
+        corpus: the note corpus (its validation split is scored).
+        max_steps: training steps at most.
+        eval_every: steps between scorings (also Keras's validation period).
+        budget_seconds: stop once this much training time has passed.
+        target_nll: stop once the validation pitch NLL is at most this.
+        context: notes of context before each scored note (default: ``seq_length``).
+        eval_targets: validation notes scored (evenly spaced; None: all).
+        run_dir: where the run is written (default: a temporary folder, removed afterwards).
+        progress: print one line per scoring.
+
+    Returns:
+        ``(curve, result)``: a DataFrame with ``steps``, ``train_seconds``, ``pitch_nll`` per
+        scoring (``reached`` marks the first row at or below ``target_nll``) and the
+        :class:`TrainResult`.
+    """
+    import tempfile
+
+    import keras
+    import pandas as pd
+
+    config = resolve_config(config)
+    context = context or config.seq_length
+    steps_per_pass = make_dataset(corpus, "train", config).steps_per_pass
+    config = config.replace(epochs=max(1, math.ceil(max_steps / steps_per_pass)),
+                            early_stopping_patience=10**6)
+    rows: list[dict[str, float]] = []
+
+    class Score(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            nll = pitch_nll(self.model, corpus, "validation", context=context,
+                            max_targets=eval_targets)
+            row = {"steps": int(logs["steps"]), "train_seconds": float(logs["train_seconds"]),
+                   "pitch_nll": nll}
+            rows.append(row)
+            if progress:
+                print(f"  {config.name} ({config.targets}): {row['steps']} steps, "
+                      f"{row['train_seconds']:.1f} s, validation pitch NLL {nll:.4f}",
+                      flush=True)
+            done = row["steps"] >= max_steps
+            done |= budget_seconds is not None and row["train_seconds"] >= budget_seconds
+            done |= target_nll is not None and nll <= target_nll
+            if done:
+                self.model.stop_training = True
+
+    scratch = None
+    if run_dir is None:
+        scratch = Path(tempfile.mkdtemp(prefix="musicrnn-curve-"))
+        run_dir = scratch / "run"
+    try:
+        result = train(config, corpus.dataset, run_dir, corpus=corpus, validate_every=eval_every,
+                       validation_windows=512, progress=False, callbacks=[Score()],
+                       keep_checkpoints=1)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    curve = pd.DataFrame(rows, columns=["steps", "train_seconds", "pitch_nll"])
+    curve["targets"] = config.targets
+    if target_nll is not None:
+        hit = curve["pitch_nll"] <= target_nll
+        curve["reached"] = hit & ~hit.shift(fill_value=False).cummax()
+    return curve, result
+
+
+__all__ = [
+    "TrainResult", "DriftReport", "WindowDataset", "train", "resolve_config", "resolve_strategy",
+    "default_run_dir", "pitch_nll", "state_drift", "plot_loss_curves", "under_slurm",
+    "learning_curve",
+]

@@ -1,0 +1,356 @@
+"""Training on real chorales with tiny models: learning, the run directory, resuming after a kill,
+distribution (two logical CPUs, two workers on loopback), held-out NLL, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from musicrnn.errors import MusicRNNError
+from musicrnn.model import get_preset, load_run
+from musicrnn.notes import NoteCorpus
+from musicrnn.training import pitch_nll, read_history_rows, state_drift, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(lstm_units=[16], dropout=0.0, seq_length=16, targets="all", window_shift=16,
+            batch_size=16, learning_rate=0.01, clipnorm=1.0, epochs=2, seed=3)
+
+
+def tiny(**changes):
+    """A model small enough to train in a second on the chorales."""
+    return get_preset("v2", **{**TINY, **changes})
+
+
+@pytest.fixture(scope="module")
+def corpus(chorale_data) -> NoteCorpus:
+    return chorale_data["corpus"]
+
+
+@pytest.fixture(scope="module")
+def small_run(corpus, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("train") / "run"
+    return train(tiny(), "bach-chorales", run_dir, corpus=corpus, validate_every=4,
+                 progress=False)
+
+
+def _script(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "job.py"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def _env(**extra) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0", **extra}
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+# -- learning -----------------------------------------------------------------------------------
+
+
+def test_overfits_one_small_batch(corpus, tmp_path):
+    """Two windows of one real piece, seen again and again, must be learned almost by heart."""
+    i = int(corpus.indices("train")[0])
+    piece = corpus.piece(i).iloc[:33]
+    tiny_corpus = NoteCorpus.from_tables(
+        "bach-chorales", [piece, piece], ["a.mid", "a-copy.mid"], ["train", "validation"])
+    config = tiny(lstm_units=[64], pitch_input="embedding", batch_size=2, learning_rate=0.02,
+                  pitch_loss_weight=1.0, epochs=120, early_stopping_patience=50,
+                  reduce_lr_patience=50)
+    result = train(config, "bach-chorales", tmp_path / "run", corpus=tiny_corpus,
+                   validate_every=40, progress=False)
+    history = result.history
+    assert result.steps == 120 and len(history) == 3
+    assert history["val_pitch_loss"].iloc[0] > 1.0  # it started far from the answer
+    assert history["val_pitch_loss"].min() < 0.3, history[["pitch_loss", "val_pitch_loss"]]
+
+
+def test_run_directory_holds_everything(small_run, corpus):
+    run_dir = small_run.run_dir
+    for name in ("music_rnn_model.keras", "config.json", "seed_sequence.npy", "history.csv",
+                 "loss_curves.png"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "checkpoints").glob("epoch_*.weights.h5"))
+    assert not (run_dir / "backup").exists(), "the backup goes once the run is written"
+    info = json.loads((run_dir / "config.json").read_text())
+    assert info["status"] == "complete" and info["dataset"] == "bach-chorales"
+    assert info["model"]["seq_length"] == 16 and info["training"]["validate_every"] == 4
+    rows = read_history_rows(run_dir / "history.csv")
+    assert [r["epoch"] for r in rows] == list(range(small_run.epochs_run))
+    assert {"loss", "val_loss", "val_pitch_loss", "steps", "learning_rate"} <= set(rows[0])
+    run = load_run(run_dir)
+    assert run.seed_sequence.shape == (16, 3)
+    x = run.seed_sequence[None]
+    np.testing.assert_allclose(run.model.predict_on_batch(x)["pitch"],
+                               small_run.model.predict_on_batch(x)["pitch"], atol=1e-5)
+    assert small_run.best_val_loss == pytest.approx(min(r["val_loss"] for r in rows))
+
+
+def test_a_finished_run_is_loaded_not_retrained(small_run, corpus):
+    before = (small_run.run_dir / "music_rnn_model.keras").stat().st_mtime_ns
+    again = train(tiny(), "bach-chorales", small_run.run_dir, corpus=corpus, validate_every=4,
+                  progress=False)
+    assert again.already_complete
+    assert (small_run.run_dir / "music_rnn_model.keras").stat().st_mtime_ns == before
+
+
+def test_a_run_directory_of_another_config_is_refused(small_run, corpus):
+    with pytest.raises(MusicRNNError, match="different config .*learning_rate"):
+        train(tiny(learning_rate=0.02), "bach-chorales", small_run.run_dir, corpus=corpus,
+              validate_every=4, progress=False)
+    with pytest.raises(MusicRNNError, match="validate_every"):
+        train(tiny(), "bach-chorales", small_run.run_dir, corpus=corpus, validate_every=5,
+              progress=False)
+
+
+# -- resuming after a kill ----------------------------------------------------------------------
+
+
+def test_an_interrupted_run_resumes_at_the_next_period(small_run, corpus, tmp_path):
+    """Interrupted as it starts its second evaluation period, a run started again resumes there
+    and ends with the weights of the run never interrupted (``small_run``, same config)."""
+    import keras
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt("stopped")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(), "bach-chorales", tmp_path / "run", corpus=corpus, validate_every=4,
+              progress=False, callbacks=[Interrupt()])
+    assert (tmp_path / "run" / "backup" / "training_state.json").is_file()
+    assert not (tmp_path / "run" / "music_rnn_model.keras").exists()
+    resumed = train(tiny(), "bach-chorales", tmp_path / "run", corpus=corpus, validate_every=4,
+                    progress=False)
+    _assert_same_run(resumed, small_run, initial_epoch=1)
+
+
+def _assert_same_run(resumed, straight, initial_epoch: int) -> None:
+    assert resumed.initial_epoch == initial_epoch
+    assert resumed.epochs_run == straight.epochs_run == 3
+    assert list(resumed.history["epoch"]) == [0, 1, 2]
+    assert int(resumed.model.optimizer.iterations.numpy()) == 12 == straight.steps
+    np.testing.assert_allclose(resumed.history["val_loss"], straight.history["val_loss"],
+                               rtol=1e-5)
+    for a, b in zip(resumed.model.get_weights(), straight.model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_killed_process_resumes_where_it_stopped(small_run, corpus, tmp_path):
+    """A process SIGKILLed after its first evaluation period resumes at the second, and ends with
+    the very weights of a run never interrupted."""
+    corpus_path = corpus.to_npz(tmp_path / "corpus.npz")
+    job = _script(tmp_path, f"""
+        import os, signal, sys
+        import keras
+        from musicrnn.model import ModelConfig
+        from musicrnn.notes import NoteCorpus
+        from musicrnn.training import train
+
+        class Kill(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 1:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        config = ModelConfig.from_json({tiny().to_json()!r})
+        train(config, "bach-chorales", sys.argv[1], corpus=NoteCorpus.from_npz(sys.argv[2]),
+              validate_every=4, progress=False, callbacks=[Kill()])
+    """)
+    killed = subprocess.run([sys.executable, str(job), str(tmp_path / "resumed"),
+                             str(corpus_path)], env=_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert (tmp_path / "resumed" / "backup" / "training_state.json").is_file()
+    assert not (tmp_path / "resumed" / "music_rnn_model.keras").exists()
+    resumed = train(tiny(), "bach-chorales", tmp_path / "resumed", corpus=corpus,
+                    validate_every=4, progress=False)
+    _assert_same_run(resumed, small_run, initial_epoch=1)
+
+
+@pytest.mark.slow
+def test_the_command_resumes_after_being_killed(chorale_data, tmp_path):
+    """`musicrnn train`, SIGKILLed once it has backed up, continues when started again."""
+    run_dir = tmp_path / "cli-run"
+    command = [sys.executable, "-m", "musicrnn.cli", "train", "--preset", "baseline",
+               "--dataset", "bach-chorales", "--data-dir", str(chorale_data["data_dir"]),
+               "--max-files", "8", "--epochs", "1", "--validate-every", "3",
+               "--run-dir", str(run_dir), "--seed", "1", "--quiet"]
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    state = run_dir / "backup" / "training_state.json"
+    deadline = time.monotonic() + 240
+    while not state.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert process.poll() is None, process.stdout.read()[-2000:]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    again = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "resuming after evaluation" in again.stdout
+    assert (run_dir / "music_rnn_model.keras").is_file()
+    rows = read_history_rows(run_dir / "history.csv")
+    assert [r["epoch"] for r in rows] == list(range(len(rows)))
+
+
+def test_the_command_reports_bad_input_on_one_line(tmp_path):
+    from musicrnn.cli import main
+
+    assert main(["train", "--preset", "v9", "--run-dir", str(tmp_path / "x")]) == 2
+
+
+# -- distribution --------------------------------------------------------------------------------
+
+_DISTRIBUTED_JOB = """
+    import json, sys
+    import tensorflow as tf
+    if sys.argv[3] == "two-cpus":
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+    from musicrnn.model import ModelConfig
+    from musicrnn.notes import NoteCorpus
+    from musicrnn.training import train
+
+    config = ModelConfig.from_json(sys.argv[4])
+    strategy = "mirrored" if sys.argv[3] == "two-cpus" else None
+    result = train(config, "bach-chorales", sys.argv[1], corpus=NoteCorpus.from_npz(sys.argv[2]),
+                   strategy=strategy, validate_every=2, progress=False)
+    print("RESULT " + json.dumps({"strategy": result.strategy, "replicas": result.replicas,
+                                  "steps": result.steps, "val_loss": result.best_val_loss}))
+"""
+
+
+def _result_line(stdout: str) -> dict:
+    line = [x for x in stdout.splitlines() if x.startswith("RESULT ")]
+    assert line, stdout[-3000:]
+    return json.loads(line[-1][len("RESULT "):])
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_logical_cpus(corpus, tmp_path):
+    job = _script(tmp_path, _DISTRIBUTED_JOB)
+    corpus_path = corpus.to_npz(tmp_path / "corpus.npz")
+    config = tiny(epochs=1)
+    done = subprocess.run([sys.executable, str(job), str(tmp_path / "run"), str(corpus_path),
+                           "two-cpus", config.to_json()], env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = _result_line(done.stdout)
+    assert result["strategy"] == "MirroredStrategy" and result["replicas"] == 2
+    assert np.isfinite(result["val_loss"])
+    assert load_run(tmp_path / "run").config.seq_length == 16
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@pytest.mark.slow
+def test_multi_worker_strategy_with_two_processes_on_loopback(corpus, tmp_path):
+    job = _script(tmp_path, _DISTRIBUTED_JOB)
+    corpus_path = corpus.to_npz(tmp_path / "corpus.npz")
+    config = tiny(epochs=1)
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers},
+                                "task": {"type": "worker", "index": index}})
+        processes.append(subprocess.Popen(
+            [sys.executable, str(job), str(tmp_path / "run"), str(corpus_path), "workers",
+             config.to_json()], env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True))
+    outputs = []
+    try:
+        for p in processes:
+            out, err = p.communicate(timeout=300)
+            outputs.append((p.returncode, out, err))
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    for code, out, err in outputs:
+        assert code == 0, err[-3000:]
+        result = _result_line(out)
+        assert result["strategy"] == "MultiWorkerMirroredStrategy" and result["replicas"] == 2
+    chief, other = (_result_line(o[1]) for o in outputs)
+    assert chief["val_loss"] == pytest.approx(other["val_loss"], rel=1e-5)
+    assert (tmp_path / "run" / "music_rnn_model.keras").is_file()
+    assert not list((tmp_path / "run").glob(".worker-*")), "workers clean up after themselves"
+
+
+# -- held-out likelihood ------------------------------------------------------------------------
+
+
+def test_carried_and_windowed_nll_agree_when_the_context_is_the_whole_prefix(small_run, corpus):
+    """On pieces cut to context + 1 notes, the carried state sees exactly the window: the two
+    measures must agree (this pins the alignment of both)."""
+    context = 12
+    pieces = [corpus.features(int(i))[: context + 1] for i in corpus.indices("train")[:4]]
+    report = state_drift(small_run.model, pieces, context=context)
+    assert report.targets == 4 and report.pieces == 4
+    assert report.carried_nll == pytest.approx(report.windowed_nll, abs=1e-4)
+    assert report.top1_disagreement == 0.0
+    assert pitch_nll(small_run.model, pieces, context=context) == pytest.approx(
+        report.windowed_nll, abs=1e-6)
+
+
+def test_state_drift_on_whole_validation_pieces(small_run, corpus):
+    report = state_drift(small_run.model, corpus, "validation", context=16)
+    lengths = corpus.lengths()[corpus.indices("validation")]
+    assert report.targets == int(np.maximum(lengths - 16, 0).sum())
+    assert np.isfinite(report.carried_nll) and np.isfinite(report.windowed_nll)
+    assert 0 < report.windowed_nll < np.log(128) + 1  # a trained model beats chance, roughly
+    assert 0.0 <= report.top1_disagreement <= 1.0
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+
+def test_bad_input_gets_clear_errors(corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(MusicRNNError, match="unknown model config keys"):
+        train({"preset": "v2", "lstm_unit": [8]}, "bach-chorales", run_dir, corpus=corpus)
+    with pytest.raises(MusicRNNError, match="batch_size"):
+        train({**TINY, "batch_size": 0}, "bach-chorales", run_dir, corpus=corpus)
+    longest = int(corpus.lengths().max())
+    with pytest.raises(MusicRNNError, match="lower seq_length"):
+        train(tiny(seq_length=longest), "bach-chorales", run_dir, corpus=corpus)
+    no_validation = corpus.subset(corpus.indices("train"))
+    with pytest.raises(MusicRNNError, match="no pieces in the 'validation' split"):
+        train(tiny(), "bach-chorales", run_dir, corpus=no_validation)
+    with pytest.raises(MusicRNNError, match="validate_every"):
+        train(tiny(), "bach-chorales", run_dir, corpus=corpus, validate_every=0)
+    with pytest.raises(MusicRNNError, match="max_files"):
+        train(tiny(), "bach-chorales", run_dir, corpus=corpus, max_files=0)
+    with pytest.raises(MusicRNNError, match="unknown strategy"):
+        train(tiny(), "bach-chorales", run_dir, corpus=corpus, strategy="ring")
+    assert not run_dir.exists(), "nothing is written for input refused"
+
+
+def test_a_loss_that_is_nan_from_the_start_is_an_error(corpus, tmp_path):
+    broken = NoteCorpus(dataset=corpus.dataset, names=corpus.names, splits=corpus.splits,
+                        offsets=corpus.offsets,
+                        columns={**corpus.columns, "step": np.full(corpus.n_notes, np.nan)})
+    with pytest.raises(MusicRNNError, match="NaN"):
+        train(tiny(epochs=1), "bach-chorales", tmp_path / "run", corpus=broken,
+              validate_every=2, progress=False)
