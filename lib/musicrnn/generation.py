@@ -1164,6 +1164,8 @@ def load_generator(run_dir: str | os.PathLike | None = None, *,
     """
     if (run_dir is None) == (model_path is None):
         raise MusicRNNError("give either a run directory or a model file (not both)")
+    if seed_sequence is not None and primer is not None:
+        raise MusicRNNError("give either a seed sequence or a primer file, not both")
     # Files a person names are checked first, before the (slow) model loads.
     notes, source = None, ""
     if seed_sequence is not None:
