@@ -385,8 +385,10 @@ def test_experiments_train_on_one_budget_and_write_the_log(chorale_run, tmp_path
         "dataset: bach-chorales\nmax_files: 8\nseed: 3\nbudget_seconds: 2\n"
         "train: {validate_every: 5, validation_windows: 64}\n"
         "evaluation: {temperatures: [1.0], num_samples: 4, num_notes: 16}\n"
-        "models:\n  baseline: {preset: baseline, lstm_units: [8], seq_length: 12}\n"
-        "  v3: {preset: v3, lstm_units: [8], seq_length: 16, pitch_embedding_dim: 4}\n"
+        "models:\n  baseline: {preset: baseline, lstm_units: [8], seq_length: 12,"
+        " early_stopping_patience: 1000}\n"
+        "  v3: {preset: v3, lstm_units: [8], seq_length: 16, pitch_embedding_dim: 4,"
+        " early_stopping_patience: 1000}\n"
     )
     out = tmp_path / "experiments"
     log = ev.run_experiments(config, out, data_dir=chorale_run["data_dir"], progress=False)

@@ -19,7 +19,7 @@ def test_evaluate_notebook_writes_metrics_tables_and_plots(smoke_run):
                 "best_temperature", "overlap_area", "reference_overlap_area"):
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
     assert metrics["best_temperature"] in (0.8, 1.2)  # configs/smoke.yaml's sweep
-    assert metrics["n_positions"] == 500  # max_positions of the smoke config
+    assert 100 < metrics["n_positions"] <= 500  # at most max_positions of the smoke config
     assert metrics["best_ngram_pitch_nll"] <= metrics["markov2_pitch_nll"]
     assert metrics["markov2_pitch_nll"] < metrics["unigram_pitch_nll"]
     assert 0.0 <= metrics["overlap_area"] <= 1.0

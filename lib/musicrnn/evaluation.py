@@ -596,16 +596,24 @@ class NGramPitchModel:
 def fit_ngram_baselines(train: Sequence[np.ndarray] | Any,
                         validation: Sequence[np.ndarray] | Any | None = None,
                         orders: Iterable[int] = (0, 1, 2, 3, 4)) -> dict[str, NGramPitchModel]:
-    """Unigram and Markov pitch models fitted on ``train``, discounts tuned on ``validation``
-    (kept at 0.75 when there are no validation pieces). Keys: ``unigram``, ``markov1`` ..."""
+    """Unigram and Markov pitch models fitted on ``train``, discounts tuned on ``validation``.
+
+    Without validation pieces (when they are the held-out set), every fifth training piece is
+    set aside to tune the discounts, and the models are then refitted on all training pieces.
+    Keys: ``unigram``, ``markov1`` ...
+    """
     train = as_pieces(train, "training pieces")
     validation = as_pieces(validation, "validation pieces") if validation is not None else []
+    tune_fit, tune_on = train, validation
+    if not validation and len(train) >= 5:
+        tune_fit = [p for i, p in enumerate(train) if i % 5 != 4]
+        tune_on = train[4::5]
     models = {}
     for order in orders:
-        m = NGramPitchModel(order).fit(train)
-        if validation:
-            m.tune(validation)
-        models[m.name] = m
+        m = NGramPitchModel(order)
+        if tune_on:
+            m.fit(tune_fit).tune(tune_on)
+        models[m.name] = m.fit(train)
     return models
 
 

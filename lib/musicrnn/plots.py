@@ -412,18 +412,19 @@ def nll_bars(
     if "context" in frame.columns:
         context = context or str(frame["context"].iloc[0])
         frame = frame[frame["context"] == context]
-    frame = frame[np.isfinite(frame["pitch_nll"].astype(float))].sort_values("pitch_nll")
+    frame = frame[np.isfinite(frame["pitch_nll"].astype(float))]
     if frame.empty:
         raise MusicRNNError("no pitch NLL to plot")
+    is_baseline = frame["name"].str.fullmatch(r"unigram|markov\d+")
+    models = list(dict.fromkeys(frame.loc[~is_baseline, "name"]))  # colours in given order
+    frame = frame.sort_values("pitch_nll")
     if ax is None:
         fig, axes = _new_figure(figsize)
         ax = axes[0][0]
     else:
         fig = ax.figure
-    baseline = frame["name"].str.fullmatch(r"unigram|markov\d+")
-    model_rank = np.cumsum(~baseline.to_numpy()) - 1
-    colors = ["#9e9e9e" if b else SET_COLORS[int(r) % len(SET_COLORS)]
-              for b, r in zip(baseline, model_rank)]
+    colors = ["#9e9e9e" if name not in models else SET_COLORS[models.index(name) % len(SET_COLORS)]
+              for name in frame["name"]]
     bars = ax.bar(frame["name"], frame["pitch_nll"], color=colors)
     ax.bar_label(bars, fmt="%.2f", fontsize="small")
     markov2 = frame.loc[frame["name"] == "markov2", "pitch_nll"]
@@ -483,7 +484,7 @@ def overlap_by_temperature(
                    edgecolors="black", zorder=3,
                    label=None if several else f"best: T = {temps[best]:g}")
     if reference_overlap is not None:
-        ax.axhline(reference_overlap, color=SET_COLORS[2], linestyle="--",
+        ax.axhline(reference_overlap, color="#7f7f7f", linestyle="--",
                    label=f"real music: {reference_overlap:.2f}")
     if goal is not None:
         ax.axhline(goal, color="black", linestyle=":", label=f"goal: {goal:g}")
@@ -520,7 +521,8 @@ def statistics_overlays(
         figsize: size of a new figure, in inches.
 
     Returns:
-        The figure with ``1 + len(statistics)`` panels.
+        The figure with ``1 + len(statistics)`` panels; the first set (the reference) is drawn
+        in black, the others in the package's colours in order.
     """
     from .evaluation import music_statistics
 
@@ -537,10 +539,11 @@ def statistics_overlays(
         axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False))
     flat = list(np.ravel(axes))
     width = 0.8 / len(stats)
+    colors = ["black"] + [SET_COLORS[i % len(SET_COLORS)] for i in range(len(stats) - 1)]
     for i, (label, values) in enumerate(stats.items()):
         hist = np.mean([v["pitch_class_histogram"] for v in values], axis=0)
         flat[0].bar(np.arange(12) + (i - (len(stats) - 1) / 2) * width, hist, width=width,
-                    color=SET_COLORS[i % len(SET_COLORS)], label=f"{label} ({len(values)})")
+                    color=colors[i], label=f"{label} ({len(values)})")
     flat[0].set_xticks(range(12), _NOTE_NAMES, fontsize="x-small")
     flat[0].set_title("pitch-class histogram")
     flat[0].legend(fontsize="x-small")
@@ -550,7 +553,7 @@ def statistics_overlays(
         edges = np.linspace(lo, hi if hi > lo else lo + 1.0, 21)
         for i, values in enumerate(stats.values()):
             ax.hist([v[name] for v in values], bins=edges, density=True, histtype="step",
-                    linewidth=1.6, color=SET_COLORS[i % len(SET_COLORS)])
+                    linewidth=1.6, color=colors[i])
         ax.set_title(name.replace("_", " "), fontsize="small")
         ax.set_yticks([])
     for ax in flat[panels:]:
