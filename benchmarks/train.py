@@ -9,8 +9,9 @@ original  the research code's pipeline: every training note concatenated into on
           then ``batch`` then ``cache`` (so the order of epoch 1 is frozen), Adam 0.001, batch 64,
           3 epochs, Keras re-creating the iterator every epoch.
 ours      :func:`musicrnn.training.train`: windows inside pieces gathered by index, a next-note
-          target at every position (``targets="all"``), reshuffled every pass, with the tuned
-          training settings of the default preset (learning rate, window shift, batch).
+          target at every position (``targets="all"``, v2's default), reshuffled every pass, with
+          the training settings ``make run`` uses on a CPU (``configs/quick.yaml``, notebook 04:
+          learning rate, batch size, gradient clipping; window shift from the preset).
 
 The quality measure is the same for both: pitch NLL (nats per note) on the validation pieces,
 each note predicted after a full 50-note context (:func:`musicrnn.training.pitch_nll`). The target
@@ -40,9 +41,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from musicrnn.model import build_model, compile_model, get_preset  # noqa: E402
+from musicrnn.model import ModelConfig, build_model, compile_model, get_preset  # noqa: E402
 from musicrnn.notes import FEATURES, load_corpus  # noqa: E402
-from musicrnn.training import pitch_nll, train  # noqa: E402
+from musicrnn.paths import CONFIGS  # noqa: E402
+from musicrnn.runner import load_config, parameters_for  # noqa: E402
+from musicrnn.training import ORIGINAL_TRAINING, pitch_nll, train  # noqa: E402
 
 KEY_ORDER = ("pitch", "step", "duration")
 
@@ -155,6 +158,14 @@ def run_ours(corpus, config, target: float, eval_every: int, eval_targets: int,
             "windows_per_s": result.windows_per_second, "targets_per_window": per_window}
 
 
+def quick_training_settings() -> dict:
+    """The training settings notebook 04 gets from ``configs/quick.yaml`` (the CPU main job)."""
+    params = parameters_for(load_config(CONFIGS / "quick.yaml"), "04_train.ipynb")
+    fields = set(ModelConfig.__dataclass_fields__)
+    keep = ("targets", "learning_rate", "batch_size", "window_shift", "clipnorm")
+    return {k: params[k] for k in keep if k in params and k in fields and params[k]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-files", type=int, default=120,
@@ -178,13 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}, "
           f"TF intra-op threads {threads or 'auto'}", flush=True)
 
-    original_config = get_preset("v2", targets="last", seed=args.seed)
+    original_config = get_preset("v2", seed=args.seed, **ORIGINAL_TRAINING)
     overrides = {}
     for item in args.set:
         key, _, value = item.partition("=")
         overrides[key] = type(getattr(original_config, key))(value) if (
             getattr(original_config, key) is not None) else float(value)
-    ours_config = get_preset(args.preset, seed=args.seed, **overrides)
+    ours_config = get_preset(args.preset, seed=args.seed,
+                             **{**quick_training_settings(), **overrides})
     if not ours_config.same_architecture(original_config):
         print(f"note: preset {args.preset} is not v2's architecture", flush=True)
 
@@ -207,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{target:.3f} |\n|---|---:|---:|---:|")
     if original:
         orig_tps = original["windows_per_s"] * original["targets_per_window"]
-        print(f"| original (3 epochs) | {original['windows_per_s']:.0f} | {orig_tps:.0f} | "
+        print(f"| original ({args.epochs} epochs) | {original['windows_per_s']:.0f} | {orig_tps:.0f} | "
               f"{original['seconds']:.1f} |")
     reached = ours["reached"]
     print(f"| ours | {ours['windows_per_s']:.0f} | {ours_tps:.0f} | "

@@ -254,6 +254,24 @@ def test_mirrored_strategy_on_two_logical_cpus(corpus, tmp_path):
     assert load_run(tmp_path / "run").config.seq_length == 16
 
 
+def test_slurm_steps_with_several_tasks_choose_the_multi_worker_strategy(monkeypatch):
+    from musicrnn.training import resolve_strategy, under_slurm
+
+    for name in ("SLURM_JOB_ID", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS",
+                 "SLURM_NPROCS", "TF_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    assert not under_slurm()
+    monkeypatch.setenv("SLURM_JOB_ID", "123")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    assert not under_slurm(), "a single-task job trains on its own"
+    assert resolve_strategy() is None  # no GPUs here, one task: no strategy at all
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    assert under_slurm()
+    with pytest.raises(MusicRNNError, match="TF_CONFIG"):
+        resolve_strategy("multiworker")
+
+
 def _free_ports(n: int) -> list[int]:
     sockets = [socket.socket() for _ in range(n)]
     try:

@@ -17,6 +17,11 @@
 * writes the run directory: ``music_rnn_model.keras``, ``config.json``, ``seed_sequence.npy``,
   ``history.csv``, ``checkpoints/``, ``loss_curves.png``.
 
+Under ``MultiWorkerMirroredStrategy`` only the chief writes the run directory (other workers keep
+their backup in ``.worker-<type>-<id>/`` inside it), and two known gaps of Keras 3's TensorFlow
+trainer with that strategy are bridged (keras-team/keras#20585): the model is built from a local
+batch, and scalar logs are averaged across workers with ``axis=None``.
+
 :func:`pitch_nll` and :func:`state_drift` measure held-out pitch likelihood the way generation
 uses a model: after a full window of context, or with the LSTM state carried through whole pieces.
 """
@@ -48,6 +53,11 @@ LOSS_CURVES_FILE = "loss_curves.png"
 MIN_VALIDATE_EVERY = 200  # default evaluation period in steps, when a pass is shorter
 DEFAULT_VALIDATION_WINDOWS = 4096  # evaluation windows kept (evenly spaced) per validation
 STATUS_TRAINING, STATUS_COMPLETE = "training", "complete"
+ORIGINAL_TRAINING: dict[str, Any] = {
+    "targets": "last", "window_shift": 1, "learning_rate": 0.001, "batch_size": 64,
+    "clipnorm": None,
+}
+"""How the original research code trained v2: ``config.replace(**ORIGINAL_TRAINING)``."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,6 +220,18 @@ def resolve_strategy(strategy: Any = None) -> Any:
     )
 
 
+def strategy_name(strategy: Any) -> str:
+    """The public name of a strategy (``tf.distribute`` classes have internal names)."""
+    if strategy is None:
+        return "default"
+    import tensorflow as tf
+
+    for name in ("MultiWorkerMirroredStrategy", "MirroredStrategy"):
+        if isinstance(strategy, getattr(tf.distribute, name)):
+            return name
+    return type(strategy).__name__
+
+
 def _is_chief(strategy: Any) -> bool:
     resolver = getattr(strategy, "cluster_resolver", None) if strategy is not None else None
     task_type = getattr(resolver, "task_type", None) if resolver is not None else None
@@ -237,11 +259,10 @@ def _callbacks():  # imported lazily: keeps `import musicrnn.training` light
     class Clock(keras.callbacks.Callback):
         """Counts steps and training seconds (validation excluded); adds them to the logs."""
 
-        def __init__(self, steps_per_epoch: int, steps_per_pass: int, windows_per_step: int):
+        def __init__(self, steps_per_epoch: int, steps_per_pass: int):
             super().__init__()
             self.steps_per_epoch = steps_per_epoch
             self.steps_per_pass = steps_per_pass
-            self.windows_per_step = windows_per_step
             self.train_seconds = 0.0  # restored by the backup on resume
             self.session_seconds = 0.0
             self.session_steps = 0
@@ -679,11 +700,12 @@ def train(
                   f"(backup in {backup_dir})")
 
     model = _build(config, strategy, mixed_precision, jit_compile)
+    _build_from_local_batch(model, strategy, train_data)
     train_tf = train_data.to_tf(start_step=initial_epoch * period)
     val_tf = val_data.to_tf()
 
     Clock, HistoryCSV, EpochCheckpoint, RunBackup = _callbacks()
-    clock = Clock(period, steps_per_pass, config.batch_size)
+    clock = Clock(period, steps_per_pass)
     early = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True)
     plateau = keras.callbacks.ReduceLROnPlateau(
@@ -729,7 +751,7 @@ def train(
         terminated_on_nan=terminated, steps=steps, validate_every=period,
         train_seconds=seconds, windows_per_second=windows_per_s,
         target_notes_per_second=windows_per_s * per_window,
-        strategy=type(strategy).__name__ if strategy is not None else "default",
+        strategy=strategy_name(strategy),
         replicas=int(strategy.num_replicas_in_sync) if strategy is not None else 1,
     )
     if chief:
@@ -800,6 +822,60 @@ def _build(config: ModelConfig, strategy: Any, mixed_precision: bool | str,
     return model
 
 
+def _build_from_local_batch(model, strategy: Any, data: WindowDataset) -> None:
+    """Work around Keras 3 under ``MultiWorkerMirroredStrategy``.
+
+    Before training, Keras builds the model from a first batch of the distributed dataset, which
+    it averages across replicas with ``strategy.reduce``; the multi-worker strategy cannot reduce
+    a nested batch and fails (keras-team/keras#20585). Only the shapes and dtypes matter there, so
+    give it a local batch instead.
+    """
+    if strategy_name(strategy) != "MultiWorkerMirroredStrategy":
+        return
+    _patch_multi_worker_metric_reduction()
+    local_batch = next(data.batches())
+    original = model._maybe_symbolic_build
+
+    def build(iterator=None, data_batch=None):
+        return original(data_batch=local_batch if data_batch is None else data_batch)
+
+    model._maybe_symbolic_build = build
+
+
+def _patch_multi_worker_metric_reduction() -> None:
+    """Work around Keras 3 averaging scalar metrics across workers with ``axis=0``.
+
+    Under ``MultiWorkerMirroredStrategy`` Keras's TensorFlow trainer reduces each step's logs
+    with ``strategy.reduce("MEAN", value, axis=0)``, which fails for the scalar losses it logs.
+    The mean across replicas of a scalar is ``axis=None``; everything else goes to Keras as is.
+    Idempotent; changes nothing for other strategies.
+    """
+    from keras import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "_musicrnn_patched", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(
+                strategy):
+            def reduce(value):
+                if value is None:
+                    return value
+                rank = len(value.shape) if hasattr(value, "shape") else len(
+                    strategy.experimental_local_results(value)[0].shape)
+                if rank == 0:
+                    return strategy.reduce("MEAN", value, axis=None)
+                return original(value, strategy, reduction)
+
+            return tree.map_structure(reduce, values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._musicrnn_patched = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
 def _finished_result(run_dir: Path, found: dict[str, Any], config: ModelConfig,
                      period: int) -> TrainResult:
     from .model import load_run
@@ -846,6 +922,10 @@ class DriftReport:
     def drift(self) -> float:
         """``carried_nll - windowed_nll``: > 0 means the carried state drifts."""
         return self.carried_nll - self.windowed_nll
+
+    def no_worse(self, tolerance: float = 0.005) -> bool:
+        """Whether carrying the state costs at most ``tolerance`` nats per note."""
+        return self.drift <= tolerance
 
     def to_dict(self) -> dict[str, float | int]:
         return {"windowed_nll": self.windowed_nll, "carried_nll": self.carried_nll,
@@ -1088,5 +1168,5 @@ def learning_curve(
 __all__ = [
     "TrainResult", "DriftReport", "WindowDataset", "train", "resolve_config", "resolve_strategy",
     "default_run_dir", "pitch_nll", "state_drift", "plot_loss_curves", "under_slurm",
-    "learning_curve",
+    "learning_curve", "ORIGINAL_TRAINING", "strategy_name",
 ]
