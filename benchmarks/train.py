@@ -9,11 +9,12 @@ original  the research code's pipeline: every training note concatenated into on
           then ``batch`` then ``cache`` (so the order of epoch 1 is frozen), Adam 0.001, batch 64,
           3 epochs, Keras re-creating the iterator every epoch.
 ours      :func:`musicrnn.training.train`: windows inside pieces gathered by index, a next-note
-          target at every position (``targets="all"``, v2's default), reshuffled every pass, with
-          the training settings ``make run`` uses on a CPU (``configs/quick.yaml``, notebook 04:
-          learning rate, batch size, gradient clipping; window shift from the preset).
+          target at every position (``targets="all"``) on windows 25 notes apart (v2's defaults),
+          reshuffled every pass, with v2's training tuned for a CPU
+          (:data:`musicrnn.training.CPU_TRAINING`: Adam 0.006, batches of 16, clipnorm 1).
 
-The quality measure is the same for both: pitch NLL (nats per note) on the validation pieces,
+Each side runs in a fresh Python process, one after the other, so that nothing of one (threads,
+caches, traced functions) lingers in the other. The quality measure is the same for both: pitch NLL (nats per note) on the validation pieces,
 each note predicted after a full 50-note context (:func:`musicrnn.training.pitch_nll`). The target
 is what the original reaches after its 3 epochs; ours trains until it gets there, evaluated every
 ``--eval-every`` steps. Time counts training steps only (evaluation passes are excluded for both).
@@ -41,11 +42,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from musicrnn.model import ModelConfig, build_model, compile_model, get_preset  # noqa: E402
+from musicrnn.model import build_model, compile_model, get_preset  # noqa: E402
 from musicrnn.notes import FEATURES, load_corpus  # noqa: E402
-from musicrnn.paths import CONFIGS  # noqa: E402
-from musicrnn.runner import load_config, parameters_for  # noqa: E402
-from musicrnn.training import ORIGINAL_TRAINING, pitch_nll, train  # noqa: E402
+from musicrnn.training import CPU_TRAINING, ORIGINAL_TRAINING, pitch_nll, train  # noqa: E402
 
 KEY_ORDER = ("pitch", "step", "duration")
 
@@ -158,15 +157,48 @@ def run_ours(corpus, config, target: float, eval_every: int, eval_targets: int,
             "windows_per_s": result.windows_per_second, "targets_per_window": per_window}
 
 
-def quick_training_settings() -> dict:
-    """The training settings notebook 04 gets from ``configs/quick.yaml`` (the CPU main job)."""
-    params = parameters_for(load_config(CONFIGS / "quick.yaml"), "04_train.ipynb")
-    fields = set(ModelConfig.__dataclass_fields__)
-    keep = ("targets", "learning_rate", "batch_size", "window_shift", "clipnorm")
-    return {k: params[k] for k in keep if k in params and k in fields and params[k]}
+def _configs(args) -> tuple:
+    original_config = get_preset("v2", seed=args.seed, **ORIGINAL_TRAINING)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        current = getattr(original_config, key)
+        overrides[key] = type(current)(value) if current is not None else float(value)
+    ours_config = get_preset(args.preset, seed=args.seed, **{**CPU_TRAINING, **overrides})
+    return original_config, ours_config
+
+
+def run_phase(args) -> dict:
+    """One side of the comparison, in this (fresh) process."""
+    corpus = load_corpus("bach-chorales", data_dir=args.data_dir, max_files=args.max_files)
+    original_config, ours_config = _configs(args)
+    if args.phase == "original":
+        print(f"original pipeline: {args.epochs} epochs, targets 'last', batch "
+              f"{original_config.batch_size}, lr {original_config.learning_rate:g}", flush=True)
+        return run_original(corpus, original_config, args.epochs, args.eval_targets, args.seed)
+    print(f"ours: targets {ours_config.targets!r}, shift {ours_config.window_shift}, batch "
+          f"{ours_config.batch_size}, lr {ours_config.learning_rate:g}, clipnorm "
+          f"{ours_config.clipnorm}; target pitch NLL {args.target:.4f}", flush=True)
+    return run_ours(corpus, ours_config, args.target, args.eval_every, args.eval_targets,
+                    args.budget)
+
+
+def _run_child(argv: list[str], phase: str, extra: list[str]) -> dict:
+    """Run one phase in a fresh Python process (nothing of one side lingers in the other's)."""
+    import json
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "result.json"
+        command = [sys.executable, __file__, *argv, "--phase", phase, "--result-json", str(out),
+                   *extra]
+        subprocess.run(command, check=True)
+        return json.loads(out.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
+    import json
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-files", type=int, default=120,
                         help="chorales used (all three splits); default 120 keeps it ~8 min")
@@ -181,46 +213,40 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the original and use this NLL as the target (exploration)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override our training config (exploration), e.g. learning_rate=3e-3")
-    args = parser.parse_args(argv)
+    parser.add_argument("--phase", choices=["original", "ours"], help=argparse.SUPPRESS)
+    parser.add_argument("--result-json", help=argparse.SUPPRESS)
+    parser.add_argument("--budget", type=float, default=600.0, help=argparse.SUPPRESS)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(raw)
+
+    if args.phase:  # a child: one side, results to a JSON file
+        result = run_phase(args)
+        Path(args.result_json).write_text(json.dumps(result))
+        return 0
 
     corpus = load_corpus("bach-chorales", data_dir=args.data_dir, max_files=args.max_files)
     print(corpus.summary().to_string(), flush=True)
-    threads = tf.config.threading.get_intra_op_parallelism_threads()
-    print(f"CPU cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}, "
-          f"TF intra-op threads {threads or 'auto'}", flush=True)
-
-    original_config = get_preset("v2", seed=args.seed, **ORIGINAL_TRAINING)
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = type(getattr(original_config, key))(value) if (
-            getattr(original_config, key) is not None) else float(value)
-    ours_config = get_preset(args.preset, seed=args.seed,
-                             **{**quick_training_settings(), **overrides})
+    original_config, ours_config = _configs(args)
     if not ours_config.same_architecture(original_config):
         print(f"note: preset {args.preset} is not v2's architecture", flush=True)
-
-    if args.target is None:
-        print(f"\noriginal pipeline: {args.epochs} epochs, targets 'last', batch "
-              f"{original_config.batch_size}, lr {original_config.learning_rate:g}", flush=True)
-        original = run_original(corpus, original_config, args.epochs, args.eval_targets,
-                                args.seed)
+    print(f"CPU cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}; each side runs "
+          "in a fresh process, one after the other", flush=True)
+    original = None
+    target = args.target
+    if target is None:
+        original = _run_child(raw, "original", [])
         target = original["target"]
-    else:
-        original, target = None, args.target
-    print(f"\nours: targets {ours_config.targets!r}, shift {ours_config.window_shift}, batch "
-          f"{ours_config.batch_size}, lr {ours_config.learning_rate:g}, clipnorm "
-          f"{ours_config.clipnorm}; target pitch NLL {target:.4f}", flush=True)
     budget = original["seconds"] if original else 600.0
-    ours = run_ours(corpus, ours_config, target, args.eval_every, args.eval_targets, budget)
+    ours = _run_child(raw, "ours", ["--target", repr(target), "--budget", repr(budget)])
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
     ours_tps = ours["windows_per_s"] * ours["targets_per_window"]
     print("\n| pipeline | windows/s | target notes/s | training s to NLL "
           f"{target:.3f} |\n|---|---:|---:|---:|")
     if original:
         orig_tps = original["windows_per_s"] * original["targets_per_window"]
-        print(f"| original ({args.epochs} epochs) | {original['windows_per_s']:.0f} | {orig_tps:.0f} | "
-              f"{original['seconds']:.1f} |")
+        print(f"| original ({args.epochs} epochs) | {original['windows_per_s']:.0f} | "
+              f"{orig_tps:.0f} | {original['seconds']:.1f} |")
     reached = ours["reached"]
     print(f"| ours | {ours['windows_per_s']:.0f} | {ours_tps:.0f} | "
           f"{reached if reached is not None else float('nan'):.1f} |")
