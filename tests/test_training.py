@@ -19,7 +19,9 @@ import pytest
 from musicrnn.errors import MusicRNNError
 from musicrnn.model import get_preset, load_run
 from musicrnn.notes import NoteCorpus
-from musicrnn.training import pitch_nll, read_history_rows, state_drift, train
+from musicrnn.training import (
+    learning_curve, pitch_nll, read_history_rows, state_drift, train,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(lstm_units=[16], dropout=0.0, seq_length=16, targets="all", window_shift=16,
@@ -316,6 +318,18 @@ def test_multi_worker_strategy_with_two_processes_on_loopback(corpus, tmp_path):
     assert not list((tmp_path / "run").glob(".worker-*")), "workers clean up after themselves"
 
 
+def test_mixed_precision_trains_and_leaves_the_global_policy_alone(corpus, tmp_path):
+    import keras
+
+    result = train(tiny(epochs=1), "bach-chorales", tmp_path / "run", corpus=corpus,
+                   mixed_precision=True, validate_every=3, progress=False)
+    assert result.model.get_layer("lstm_1").dtype_policy.name == "mixed_bfloat16"  # no GPU here
+    assert np.isfinite(result.best_val_loss)
+    assert keras.config.dtype_policy().name == "float32"
+    assert load_run(tmp_path / "run").model.get_layer("lstm_1").dtype_policy.name == (
+        "mixed_bfloat16")
+
+
 # -- held-out likelihood ------------------------------------------------------------------------
 
 
@@ -341,6 +355,18 @@ def test_state_drift_on_whole_validation_pieces(small_run, corpus):
     assert 0.0 <= report.top1_disagreement <= 1.0
 
 
+def test_learning_curve_scores_as_it_trains_and_stops_at_the_target(corpus):
+    curve, result = learning_curve(tiny(), corpus, max_steps=6, eval_every=3, context=16,
+                                   eval_targets=200)
+    assert list(curve["steps"]) == [3, 6] and result.steps >= 6
+    assert curve["train_seconds"].is_monotonic_increasing and (curve["train_seconds"] > 0).all()
+    assert np.isfinite(curve["pitch_nll"]).all()
+    first = float(curve["pitch_nll"].iloc[0])
+    reached, _ = learning_curve(tiny(), corpus, max_steps=6, eval_every=3, context=16,
+                                eval_targets=200, target_nll=first + 1e-6)
+    assert list(reached["steps"]) == [3] and bool(reached["reached"].iloc[0])
+
+
 # -- bad input ----------------------------------------------------------------------------------
 
 
@@ -362,6 +388,8 @@ def test_bad_input_gets_clear_errors(corpus, tmp_path):
         train(tiny(), "bach-chorales", run_dir, corpus=corpus, max_files=0)
     with pytest.raises(MusicRNNError, match="unknown strategy"):
         train(tiny(), "bach-chorales", run_dir, corpus=corpus, strategy="ring")
+    with pytest.raises(MusicRNNError, match="mixed_precision"):
+        train(tiny(), "bach-chorales", run_dir, corpus=corpus, mixed_precision="half")
     assert not run_dir.exists(), "nothing is written for input refused"
 
 

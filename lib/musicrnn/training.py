@@ -657,6 +657,13 @@ def train(
                                        or int(validate_every) < 1):
         raise MusicRNNError(f"validate_every must be a positive number of steps, got "
                             f"{validate_every!r}")
+    dtype_policy(mixed_precision)  # refuse a bad value before anything is written
+    if tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise MusicRNNError("tensorboard=True needs the tensorboard package: "
+                                "`.venv/bin/pip install tensorboard`, or train without it")
     run_dir = Path(run_dir).expanduser() if run_dir else default_run_dir(config, dataset, max_files)
 
     # The strategy first: multi-worker collectives must be set up before TensorFlow runs.
@@ -793,6 +800,28 @@ def train(
     return result
 
 
+def dtype_policy(mixed_precision: bool | str) -> str | None:
+    """The Keras dtype policy for ``mixed_precision`` (None: the global one, float32).
+
+    ``True`` means ``mixed_float16`` where a GPU is visible (tensor cores), ``mixed_bfloat16``
+    on a CPU; a policy name is taken as it is.
+    """
+    if not mixed_precision:
+        return None
+    if isinstance(mixed_precision, str):
+        if mixed_precision not in ("mixed_float16", "mixed_bfloat16", "float32"):
+            raise MusicRNNError(f"mixed_precision must be True, False, 'mixed_float16' or "
+                                f"'mixed_bfloat16', got {mixed_precision!r}")
+        return mixed_precision
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+    return "mixed_bfloat16"
+
+
 def _build(config: ModelConfig, strategy: Any, mixed_precision: bool | str,
            jit_compile: bool | str | None):
     """Build and compile under the strategy's scope and the requested dtype policy."""
@@ -800,17 +829,7 @@ def _build(config: ModelConfig, strategy: Any, mixed_precision: bool | str,
 
     import keras
 
-    policy = None
-    if mixed_precision:
-        if isinstance(mixed_precision, str):
-            policy = mixed_precision
-        else:
-            import tensorflow as tf
-
-            policy = "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
-        if policy not in ("mixed_float16", "mixed_bfloat16", "float32"):
-            raise MusicRNNError(f"mixed_precision must be True, False, 'mixed_float16' or "
-                                f"'mixed_bfloat16', got {mixed_precision!r}")
+    policy = dtype_policy(mixed_precision)
     previous = keras.config.dtype_policy()
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     try:
@@ -1084,6 +1103,58 @@ def state_drift(model, corpus: NoteCorpus | list[np.ndarray], split: str = "vali
     )
 
 
+def step_scorer(corpus: NoteCorpus | list[np.ndarray], *, context: int,
+                every: int | None = None, target_nll: float | None = None,
+                budget_seconds: float | None = None, max_steps: int | None = None,
+                eval_targets: int | None = 2000, label: str = "", progress: bool = False):
+    """A Keras callback timing training by its steps and scoring :func:`pitch_nll` as it goes.
+
+    Its clock is the sum of the training steps, each from batch begin to batch end (fetching the
+    batch included); validation, scoring and whatever happens between epochs fall outside it, so
+    two set-ups timed with it are timed the same way. Every ``every`` steps (or on demand with
+    ``.score()``) it scores the validation split, outside the clock, and it stops training once
+    the NLL reaches ``target_nll``, after ``budget_seconds`` of steps or after ``max_steps``.
+    Read ``.curve`` (``(seconds, nll, steps)`` rows), ``.seconds``, ``.steps`` and ``.reached``
+    (the training seconds at which the target was reached, or None).
+    """
+    import keras
+
+    class StepScorer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = 0.0
+            self.steps = 0
+            self.curve: list[tuple[float, float, int]] = []
+            self.reached: float | None = None
+            self._started = 0.0
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self._started = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seconds += time.perf_counter() - self._started
+            self.steps += 1
+            if every and self.steps % every == 0:
+                nll = self.score()
+                if target_nll is not None and nll <= target_nll and self.reached is None:
+                    self.reached = self.seconds
+                    self.model.stop_training = True
+            if (budget_seconds is not None and self.seconds >= budget_seconds) or (
+                    max_steps is not None and self.steps >= max_steps):
+                self.model.stop_training = True
+
+        def score(self) -> float:
+            nll = pitch_nll(self.model, corpus, "validation", context=context,
+                            max_targets=eval_targets)
+            self.curve.append((self.seconds, nll, self.steps))
+            if progress:
+                print(f"  {label} {self.steps} steps: {self.seconds:.1f} s of training, "
+                      f"validation pitch NLL {nll:.4f}", flush=True)
+            return nll
+
+    return StepScorer()
+
+
 def learning_curve(
     config: ModelConfig | str | dict[str, Any],
     corpus: NoteCorpus,
@@ -1094,24 +1165,27 @@ def learning_curve(
     target_nll: float | None = None,
     context: int | None = None,
     eval_targets: int | None = 2000,
+    validate_every: int | None = None,
     run_dir: str | Path | None = None,
     progress: bool = False,
 ):
     """Train ``config`` with :func:`train`, scoring :func:`pitch_nll` every ``eval_every`` steps.
 
-    For comparing training set-ups by wall time: the clock counts training steps only (the
-    scoring and Keras's validation are excluded). Stops after ``max_steps``, after
-    ``budget_seconds`` of training, or once the NLL reaches ``target_nll``.
+    For comparing training set-ups by wall time (:func:`step_scorer`'s clock: the training steps
+    only). The training itself is :func:`train`'s, validation period and early stopping included:
+    the scoring does not change it. Stops after ``max_steps``, after ``budget_seconds`` of
+    training, or once the NLL reaches ``target_nll``.
 
     Args:
         config: what to train (a config, a preset name or a dict).
         corpus: the note corpus (its validation split is scored).
         max_steps: training steps at most.
-        eval_every: steps between scorings (also Keras's validation period).
+        eval_every: steps between scorings.
         budget_seconds: stop once this much training time has passed.
         target_nll: stop once the validation pitch NLL is at most this.
         context: notes of context before each scored note (default: ``seq_length``).
         eval_targets: validation notes scored (evenly spaced; None: all).
+        validate_every: :func:`train`'s validation period (default: its own).
         run_dir: where the run is written (default: a temporary folder, removed afterwards).
         progress: print one line per scoring.
 
@@ -1122,45 +1196,31 @@ def learning_curve(
     """
     import tempfile
 
-    import keras
     import pandas as pd
 
     config = resolve_config(config)
     context = context or config.seq_length
     steps_per_pass = make_dataset(corpus, "train", config).steps_per_pass
-    config = config.replace(epochs=max(1, math.ceil(max_steps / steps_per_pass)),
-                            early_stopping_patience=10**6)
-    rows: list[dict[str, float]] = []
-
-    class Score(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            nll = pitch_nll(self.model, corpus, "validation", context=context,
-                            max_targets=eval_targets)
-            row = {"steps": int(logs["steps"]), "train_seconds": float(logs["train_seconds"]),
-                   "pitch_nll": nll}
-            rows.append(row)
-            if progress:
-                print(f"  {config.name} ({config.targets}): {row['steps']} steps, "
-                      f"{row['train_seconds']:.1f} s, validation pitch NLL {nll:.4f}",
-                      flush=True)
-            done = row["steps"] >= max_steps
-            done |= budget_seconds is not None and row["train_seconds"] >= budget_seconds
-            done |= target_nll is not None and nll <= target_nll
-            if done:
-                self.model.stop_training = True
-
+    config = config.replace(epochs=max(1, math.ceil(max_steps / steps_per_pass)))
+    scorer = step_scorer(corpus, context=context, every=eval_every, target_nll=target_nll,
+                         budget_seconds=budget_seconds, max_steps=max_steps,
+                         eval_targets=eval_targets, progress=progress,
+                         label=f"{config.name} ({config.targets}):")
     scratch = None
     if run_dir is None:
         scratch = Path(tempfile.mkdtemp(prefix="musicrnn-curve-"))
         run_dir = scratch / "run"
     try:
-        result = train(config, corpus.dataset, run_dir, corpus=corpus, validate_every=eval_every,
-                       validation_windows=512, progress=False, callbacks=[Score()],
-                       keep_checkpoints=1)
+        result = train(config, corpus.dataset, run_dir, corpus=corpus,
+                       validate_every=validate_every, validation_windows=512, progress=False,
+                       callbacks=[scorer], keep_checkpoints=1)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-    curve = pd.DataFrame(rows, columns=["steps", "train_seconds", "pitch_nll"])
+    if not scorer.curve:
+        scorer.score()  # too few steps for one scoring: score the model train() returned
+    curve = pd.DataFrame(scorer.curve, columns=["train_seconds", "pitch_nll", "steps"])
+    curve = curve[["steps", "train_seconds", "pitch_nll"]]
     curve["targets"] = config.targets
     if target_nll is not None:
         hit = curve["pitch_nll"] <= target_nll
@@ -1171,5 +1231,5 @@ def learning_curve(
 __all__ = [
     "TrainResult", "DriftReport", "WindowDataset", "train", "resolve_config", "resolve_strategy",
     "default_run_dir", "pitch_nll", "state_drift", "plot_loss_curves", "under_slurm",
-    "learning_curve", "ORIGINAL_TRAINING", "CPU_TRAINING", "strategy_name",
+    "learning_curve", "step_scorer", "ORIGINAL_TRAINING", "CPU_TRAINING", "strategy_name",
 ]
