@@ -30,10 +30,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import MusicRNNError
+from .timing import TIME_BINS, sample_time_classes, time_class_probabilities, timing_point
 
 N_PITCHES = 128
 MAX_NUM_NOTES = 100_000  # more than anyone listens to; a typo's 10**9 is refused, not attempted
-_HEAD_WIDTH = N_PITCHES + 2  # pitch logits, step, duration
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,7 +92,8 @@ class _State:
     The rows are cut into ``blocks`` that can be stepped on separate threads.
     """
 
-    def __init__(self, layers: list[_LSTMLayer], batch: int, blocks: int = 1):
+    def __init__(self, layers: list[_LSTMLayer], batch: int, blocks: int = 1,
+                 head_width: int = N_PITCHES + 2):
         self.batch = batch
         self.xh = []
         for layer in layers:
@@ -101,7 +102,7 @@ class _State:
             self.xh.append(buf)
         self.c = [np.zeros((batch, layer.units), dtype=np.float32) for layer in layers]
         self.z = [np.zeros((batch, 4 * layer.units), dtype=np.float32) for layer in layers]
-        self.heads = np.zeros((batch, _HEAD_WIDTH), dtype=np.float32)
+        self.heads = np.zeros((batch, head_width), dtype=np.float32)
         self.top = self.xh[-1][:, layers[-1].input_dim:]  # [h, 1] of the top layer: heads' input
         bounds = np.linspace(0, batch, max(1, min(int(blocks), batch)) + 1).astype(int)
         self.blocks = []
@@ -181,7 +182,9 @@ class NoteRNN:
     def __init__(self, layers: list[_LSTMLayer], heads: np.ndarray,
                  pitch_table: np.ndarray | None):
         self.layers = layers
-        self.heads = heads  # (top units + 1, 130): [h, 1] -> pitch logits, step, duration
+        self.heads = heads  # (top units + 1, 128 + 2 w): [h, 1] -> pitch logits, step, duration
+        # units of each timing head: 1 (a regressed value) or TIME_BINS (time-class logits)
+        self.timing_width = (heads.shape[1] - N_PITCHES) // 2
         # for embedding inputs: the embedding times the first kernel, (128, 4 * units_1), in the
         # tanh and the exp layouts; else None
         self.pitch_table = pitch_table
@@ -255,10 +258,17 @@ class NoteRNN:
             bias = (np.asarray(dense.bias.numpy(), dtype=np.float32) if dense.use_bias
                     else np.zeros(kernel.shape[1], np.float32))
             act_name, _ = _numpy_activation(dense.activation)
-            width = N_PITCHES if name == "pitch" else 1
+            if name == "pitch":
+                width = N_PITCHES
+            elif name == "step":  # one regressed value, or time-class logits
+                width = kernel.shape[1] if kernel.shape[1] in (1, TIME_BINS) else 1
+            else:  # the duration head has the step head's kind
+                width = head_weights[1].shape[1]
             if act_name != "linear" or kernel.shape != (layers[-1].units, width):
+                what = (f"Dense({width})" if name == "pitch" else
+                        "Dense(1) or Dense(128) (time classes), the same for step and duration")
                 raise MusicRNNError(
-                    f"the {name} head should be a linear Dense({width}) on the top LSTM, "
+                    f"the {name} head should be a linear {what} on the top LSTM, "
                     f"found kernel {kernel.shape} with activation {act_name}"
                 )
             head_weights.append(np.concatenate([kernel, bias[None, :]], axis=0))
@@ -268,14 +278,20 @@ class NoteRNN:
 
     # -- running ------------------------------------------------------------------------------
     def new_state(self, batch: int, blocks: int = 1) -> _State:
-        return _State(self.layers, batch, blocks)
+        return _State(self.layers, batch, blocks, head_width=self.heads.shape[1])
+
+    @property
+    def categorical_timing(self) -> bool:
+        """Whether step and duration are time-class logits (else one regressed value each)."""
+        return self.timing_width > 1
 
     def step(self, state: _State, notes: np.ndarray,
              heads: bool | slice = True) -> np.ndarray | None:
         """Feed one raw note per stream (``(batch, 3)``); returns the head outputs when asked.
 
         ``heads``: True for every stream, a ``slice`` of rows for some, False for none. The
-        returned ``(rows, 130)`` array (pitch logits, step, duration) is a view of a buffer of
+        returned ``(rows, 128 + 2 w)`` array (pitch logits, then step and duration: one value
+        each, or ``w = 128`` time-class logits each) is a view of a buffer of
         ``state``: the next call overwrites it. A state cut into several blocks steps them on
         separate threads.
         """
@@ -417,7 +433,8 @@ def _fixed_length(model) -> int | None:
 
 
 def keras_heads(model, notes: np.ndarray) -> np.ndarray:
-    """Run ``model`` on ``(batch, time, 3)`` raw notes: ``(batch, 130)`` outputs after the last.
+    """Run ``model`` on ``(batch, time, 3)`` raw notes: ``(batch, 128 + 2 w)`` outputs after the
+    last (pitch logits, step, duration; ``w`` is 1, or 128 for time-class logits).
 
     The reference the sampler is checked against (one Keras call, no state carried in).
     """
@@ -924,13 +941,22 @@ class Sampler:
     def distribution(self, temperature: float = 1.0, top_k: int | None = None,
                      top_p: float | None = None) -> dict[str, np.ndarray]:
         """The next note's distribution per stream: ``pitch`` ``(batch, 128)`` probabilities, and
-        the predicted ``step`` and ``duration`` ``(batch,)`` (before clamping and noise)."""
+        the predicted ``step`` and ``duration`` ``(batch,)`` (before clamping and noise; the
+        median time for a model with categorical timing, whose class probabilities over
+        :data:`musicrnn.timing.TIME_VALUES` come as ``step_probs`` and ``duration_probs``)."""
         heads = self._require_primed()
-        return {
+        width = self.net.timing_width
+        step = heads[:, N_PITCHES: N_PITCHES + width]
+        duration = heads[:, N_PITCHES + width:]
+        out = {
             "pitch": pitch_distribution(heads[:, :N_PITCHES], temperature, top_k, top_p),
-            "step": heads[:, N_PITCHES].copy(),
-            "duration": heads[:, N_PITCHES + 1].copy(),
+            "step": timing_point(step)[:, 0].copy(),
+            "duration": timing_point(duration)[:, 0].copy(),
         }
+        if width > 1:
+            out["step_probs"] = time_class_probabilities(step)
+            out["duration_probs"] = time_class_probabilities(duration)
+        return out
 
     def _require_primed(self) -> np.ndarray:
         if self._heads is None:
@@ -950,7 +976,8 @@ class Sampler:
         """Generate ``num_notes`` notes per stream: ``(batch, num_notes, 3)`` raw notes.
 
         Pitch is drawn from the logits divided by ``temperature`` (then top-k, top-p); step and
-        duration are the model's values (with ``timing_noise`` jitter), clamped at >= 0.
+        duration are the model's values -- or, with categorical timing, drawn from its time-class
+        distributions -- with ``timing_noise`` jitter, clamped at >= 0.
         """
         num_notes = check_num_notes(num_notes)
         out = np.empty((self.batch_size, num_notes, 3), dtype=np.float32)
@@ -965,6 +992,7 @@ class Sampler:
         inverse_temperature = 1.0 / temperature
         rng = self.rng
         noise = self.timing_noise
+        width = self.net.timing_width
         steps = range(out.shape[1])
         if progress:
             from tqdm.auto import tqdm
@@ -982,7 +1010,14 @@ class Sampler:
                     pitch = (cumulative <= draw[:, None]).sum(axis=1)
                 note = out[:, t]
                 note[:, 0] = np.minimum(pitch, N_PITCHES - 1)
-                note[:, 1:] = heads[:, N_PITCHES:]
+                if width == 1:
+                    note[:, 1:] = heads[:, N_PITCHES:]
+                else:
+                    uniform = rng.random((2, batch), dtype=np.float32)
+                    note[:, 1] = sample_time_classes(
+                        heads[:, N_PITCHES: N_PITCHES + width].copy(), uniform[0])
+                    note[:, 2] = sample_time_classes(heads[:, N_PITCHES + width:].copy(),
+                                                     uniform[1])
                 if noise:
                     note[:, 1:] *= np.exp(noise * rng.standard_normal((batch, 2), np.float32))
                 np.maximum(note[:, 1:], 0.0, out=note[:, 1:])
@@ -1032,27 +1067,41 @@ def tutorial_generate(model, primer, num_notes: int, temperature: float = 1.0,
         inputs = window[-seq_length:][None]
         predictions = model.predict(inputs, verbose=0)
         logits = np.asarray(predictions["pitch"], dtype=np.float64).reshape(-1, N_PITCHES)[-1]
-        step = float(np.asarray(predictions["step"]).reshape(-1)[-1])
-        duration = float(np.asarray(predictions["duration"]).reshape(-1)[-1])
         probs = np.exp((logits - logits.max()) / temperature)
         pitch = rng.choice(N_PITCHES, p=probs / probs.sum())
+        step, duration = (_tutorial_time(np.asarray(predictions[name]), rng)
+                          for name in ("step", "duration"))
         generated[i] = (pitch, max(step, 0.0), max(duration, 0.0))
         window = np.concatenate([window, generated[i: i + 1]])[-seq_length:]
     return generated
 
 
+def _tutorial_time(values: np.ndarray, rng: np.random.Generator) -> float:
+    """The last position's time from a timing head: the value, or a class drawn from logits."""
+    width = values.shape[-1] if values.ndim > 1 else 1
+    last = values.reshape(-1, width)[-1:]
+    if width == 1:
+        return float(last[0, 0])
+    return float(sample_time_classes(last.astype(np.float32), rng.random(1, dtype=np.float32))[0])
+
+
 def validate_notes(notes, *, what: str = "notes", batch: bool = False) -> np.ndarray:
     """Raw notes as float32 ``(time, 3)`` (or ``(batch, time, 3)`` when ``batch``), checked.
 
-    Pitch must be 0-127, step and duration finite and >= 0, at least one note.
+    Pitch must be a whole MIDI number 0-127 (raw, not divided by 128), step and duration finite
+    and >= 0, at least one note. The one check every entry point (primers, seed sequences, run
+    files) goes through.
     """
-    array = np.asarray(notes)
+    try:
+        array = np.asarray(notes)
+    except (TypeError, ValueError) as exc:
+        raise MusicRNNError(f"the {what} must be a numeric array of notes: {exc}") from exc
     if array.dtype == object or not np.issubdtype(array.dtype, np.number):
         raise MusicRNNError(f"the {what} must be a numeric array of notes, got {array.dtype}")
     array = array.astype(np.float32)
     ok_ndim = (2, 3) if batch else (2,)
     if array.ndim not in ok_ndim or array.shape[-1] != 3 or array.shape[-2] < 1:
-        expected = "(notes, 3) or (batch, notes, 3)" if batch else "(notes, 3)"
+        expected = "(notes, 3) or (batch, notes, 3)" if batch else "(n, 3) array"
         raise MusicRNNError(
             f"the {what} must have shape {expected} of raw (pitch, step, duration) with at least "
             f"one note, got shape {array.shape}"
@@ -1060,10 +1109,11 @@ def validate_notes(notes, *, what: str = "notes", batch: bool = False) -> np.nda
     if not np.isfinite(array).all():
         raise MusicRNNError(f"the {what} holds NaN or infinite values")
     pitch = array[..., 0]
-    if pitch.min() < 0 or pitch.max() > N_PITCHES - 1:
+    if pitch.min() < 0 or pitch.max() > N_PITCHES - 1 or (pitch != np.round(pitch)).any():
         raise MusicRNNError(
-            f"the {what}'s pitches must be MIDI numbers 0-127 (raw, not scaled), found "
+            f"the {what}'s pitches must be whole MIDI numbers 0-127 (raw, not scaled), found "
             f"{pitch.min():g} .. {pitch.max():g}"
+            + (" (they look divided by 128: multiply them back)" if pitch.max() <= 1 else "")
         )
     if array[..., 1:].min() < 0:
         raise MusicRNNError(f"the {what}'s step and duration must be >= 0 seconds")
@@ -1252,7 +1302,9 @@ def read_notes_npy(path: str | os.PathLike) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise MusicRNNError(f"{path} is not a plain numeric .npy array ({exc})") from exc
+        raise MusicRNNError(
+            f"{path} is not a plain numeric .npy array ({exc}); save it with numpy.save"
+        ) from exc
     return validate_notes(array, what=f"seed sequence {path.name}")
 
 
