@@ -387,26 +387,39 @@ def test_experiments_train_on_one_budget_and_write_the_log(chorale_run, tmp_path
         "evaluation: {temperatures: [1.0], num_samples: 4, num_notes: 16}\n"
         "models:\n  baseline: {preset: baseline, lstm_units: [8], seq_length: 12,"
         " early_stopping_patience: 1000}\n"
-        "  v3: {preset: v3, lstm_units: [8], seq_length: 16, pitch_embedding_dim: 4,"
+        "  v4: {preset: v4, lstm_units: [8], seq_length: 16, pitch_embedding_dim: 4,"
         " early_stopping_patience: 1000}\n"
     )
     out = tmp_path / "experiments"
     log = ev.run_experiments(config, out, data_dir=chorale_run["data_dir"], progress=False)
-    assert list(log.index[:2]) == ["baseline", "v3"]
+    assert list(log.index[:2]) == ["baseline", "v4"]
     assert {"unigram", "markov2", "markov4", "repeat last"} <= set(log.index)
-    trained = log.loc[["baseline", "v3"]]
+    trained = log.loc[["baseline", "v4"]]
     assert trained["stopped_by_budget"].all()  # 2 s: the budget, not the epochs, ended training
     assert (trained["final_epoch"] >= 1).all()
     assert trained["heldout_pitch_nll"].notna().all() and trained["overlap_area"].notna().all()
     for name in ("experiment_log.csv", "experiment_log.md", "summary.json", "loss_curves.png",
                  "nll_bars.png", "temperature_sweep.png", "distributions.png"):
         assert (out / name).is_file(), name
-    for model_name in ("baseline", "v3"):
+    for model_name in ("baseline", "v4"):
         assert (out / model_name / "music_rnn_model.keras").is_file()
         assert (out / model_name / "evaluation" / "metrics.json").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["min_position"] == 16  # the longest seq_length: the same notes for both
-    assert summary["best_model"] in ("baseline", "v3")
+    assert summary["best_model"] in ("baseline", "v4")
+    goals = summary["goals"]
+    assert set(goals) == {"baseline", "v4"}
+    for name, g in goals.items():
+        assert g["all_goals"] == (g["goal_markov2_15pct"] and g["goal_beats_best_ngram"]
+                                  and g["goal_overlap_0_8"])
+        assert g["pitch_nll"] == pytest.approx(log.loc[name, "heldout_pitch_nll"])
+    meeting = [n for n, g in goals.items() if g["all_goals"]]
+    expected = (min(meeting, key=lambda n: goals[n]["pitch_nll"]) if meeting
+                else str(log.loc[["baseline", "v4"], "heldout_pitch_nll"].idxmin()))
+    assert summary["best_model"] == expected
+    assert summary["best_model_meets_every_goal"] == bool(meeting)
+    # the categorical timing model was scored on its median times
+    assert np.isfinite(log.loc["v4", "heldout_step_mae"])
     assert isinstance(summary["goal_beats_best_ngram"], bool)
     assert "## Goals" in (out / "experiment_log.md").read_text()
 
