@@ -37,7 +37,7 @@ test-fast: setup ## the tests without the slow ones (notebooks, training runs)
 bench: setup ## run the benchmarks (each ends with a RESULT line)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-experiments: setup ## train baseline, v1, v2, v3 on one CPU budget each; write the experiment log
+experiments: setup ## train baseline, v1, v2, v3, v4 on one CPU budget each; write the experiment log
 	$(BIN)/musicrnn experiments --config $(or $(EXPERIMENTS),configs/experiments-quick.yaml) $(if $(RUN_DIR),--out-dir $(RUN_DIR))
 
 lab: setup ## open the notebooks in JupyterLab with the project's kernel
