@@ -9,18 +9,10 @@ import pytest
 
 from musicrnn import model as mm
 from musicrnn.runner import load_config, parameters_for
+from notebook_support import text_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "03_build_model.ipynb"
-
-
-def _text_outputs(nb) -> str:
-    parts = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            parts.append(out.get("text", ""))
-            parts.append(out.get("data", {}).get("text/plain", ""))
-    return "\n".join(parts)
 
 
 @pytest.mark.slow
@@ -30,7 +22,7 @@ def test_notebook_03_saves_the_chosen_config(smoke_run):
     saved = mm.read_model_config(smoke_run)
     assert saved == mm.get_preset(params["preset"], seed=params["seed"])
     executed = nbformat.read(smoke_run / "notebooks" / NOTEBOOK.name, as_version=4)
-    text = _text_outputs(executed)
+    text = text_outputs(executed)
     # the parameter counts beside the original notes' figures, and the forward pass ran
     for figure in ("84354", "480130", "528258", "199000"):
         assert figure in text, f"{figure} missing from the executed notebook"

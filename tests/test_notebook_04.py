@@ -11,19 +11,11 @@ import pytest
 
 from musicrnn import model as mm
 from musicrnn.runner import load_config, parameters_for
+from notebook_support import text_outputs
 from musicrnn.training import read_history_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "04_train.ipynb"
-
-
-def _text_outputs(nb) -> str:
-    parts = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            parts.append(out.get("text", ""))
-            parts.append(out.get("data", {}).get("text/plain", ""))
-    return "\n".join(parts)
 
 
 @pytest.mark.slow
@@ -47,7 +39,7 @@ def test_notebook_04_trains_into_the_run_directory(smoke_run):
     assert run.seed_sequence.shape == (run.config.seq_length, 3)
 
     executed = nbformat.read(smoke_run / "notebooks" / NOTEBOOK.name, as_version=4)
-    text = _text_outputs(executed)
+    text = text_outputs(executed)
     assert "all inside their piece: True" in text
     assert "(last): " in text and "(all): " in text, "both target modes were compared"
     assert "loaded, not retrained: True" in text
