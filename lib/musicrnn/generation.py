@@ -1012,12 +1012,10 @@ class Sampler:
                 note[:, 0] = np.minimum(pitch, N_PITCHES - 1)
                 if width == 1:
                     note[:, 1:] = heads[:, N_PITCHES:]
-                else:
-                    uniform = rng.random((2, batch), dtype=np.float32)
-                    note[:, 1] = sample_time_classes(
-                        heads[:, N_PITCHES: N_PITCHES + width].copy(), uniform[0])
-                    note[:, 2] = sample_time_classes(heads[:, N_PITCHES + width:].copy(),
-                                                     uniform[1])
+                else:  # step and duration classes of every stream in one draw
+                    times = sample_time_classes(heads[:, N_PITCHES:].reshape(2 * batch, width),
+                                                rng.random(2 * batch, dtype=np.float32))
+                    note[:, 1:] = times.reshape(batch, 2)
                 if noise:
                     note[:, 1:] *= np.exp(noise * rng.standard_normal((batch, 2), np.float32))
                 np.maximum(note[:, 1:], 0.0, out=note[:, 1:])

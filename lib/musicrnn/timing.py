@@ -73,10 +73,12 @@ def timing_point(values: Any) -> np.ndarray:
 
 def sample_time_classes(logits: np.ndarray, uniform: np.ndarray) -> np.ndarray:
     """Draw one time per row of logits ``(rows, 128)`` by inverse CDF with ``uniform`` draws in
-    [0, 1) ``(rows,)``; returns seconds ``(rows,)`` float32 (the classes' :data:`TIME_VALUES`)."""
+    [0, 1) ``(rows,)``; returns seconds ``(rows,)`` float32 (the classes' :data:`TIME_VALUES`).
+    ``logits`` is left as it is."""
     weights = logits - logits.max(axis=1, keepdims=True)
     np.exp(weights, out=weights)
-    cumulative = np.cumsum(weights, axis=1)
+    cumulative = weights.cumsum(axis=1, out=weights)
     draw = uniform * cumulative[:, -1]
     classes = (cumulative <= draw[:, None]).sum(axis=1)
-    return TIME_VALUES[np.minimum(classes, TIME_BINS - 1)]
+    np.minimum(classes, TIME_BINS - 1, out=classes)
+    return TIME_VALUES[classes]
