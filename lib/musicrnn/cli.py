@@ -285,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model into a run directory (run it again after an "
                        "interruption and it resumes)")
-    p.add_argument("--preset", default="v2", help="model preset: baseline, v1, v2 (default), v3, v4 (categorical timing)")
+    p.add_argument("--preset", default="v2",
+                   help="model preset: baseline, v1, v2 (default), v3, v4 (categorical timing)")
     p.add_argument("--dataset", default="bach-chorales",
                    help="bach-chorales (default), essen-folksongs, maestro-v2, maestro-v3, "
                    "local:DIR")
