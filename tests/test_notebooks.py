@@ -80,3 +80,21 @@ def test_parameter_files_name_only_real_parameters(config):
         assert parameters_for(cfg, nb_path).keys() >= own
     unknown = set(cfg["notebooks"]) - {p.stem for p in notebook_paths(ROOT / "notebooks")}
     assert not unknown, f"{config.name} names notebooks that do not exist: {sorted(unknown)}"
+
+
+def test_bad_parameter_files_get_clear_errors(tmp_path):
+    from musicrnn.errors import MusicRNNError
+
+    with pytest.raises(MusicRNNError, match="no parameter file at .*see configs/"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("common: {dataset: [unclosed\n")
+    with pytest.raises(MusicRNNError, match="is not valid YAML"):
+        load_config(broken)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("notebook: {}\n")
+    with pytest.raises(MusicRNNError, match="'common' and 'notebooks'"):
+        load_config(wrong)
+    for path in (ROOT / "configs").glob("*.yaml"):  # every parameter file we ship reads
+        if not path.name.startswith("experiments-"):
+            assert set(load_config(path)["notebooks"]) <= {nb.stem for nb in NOTEBOOKS}, path

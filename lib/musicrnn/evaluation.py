@@ -1268,15 +1268,10 @@ def load_experiment_config(path: str | Path) -> dict[str, Any]:
     (arguments of :func:`evaluate_model`) and ``models``: ``{name: {preset: ..., <ModelConfig
     field>: value, ...}}``.
     """
-    import yaml
+    from .paths import read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise MusicRNNError(f"no experiments file at {path}; see configs/experiments-*.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise MusicRNNError(f"{path} is not valid YAML: {exc}") from exc
+    raw = read_yaml(path, f"experiments file at {path}; see configs/experiments-*.yaml")
     known = {"description", "dataset", "max_files", "data_dir", "seed", "budget_seconds", "train",
              "evaluation", "models"}
     if not isinstance(raw, dict) or set(raw) - known:

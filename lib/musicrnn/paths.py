@@ -104,3 +104,21 @@ class _AtomicPath:
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)
+
+
+def read_yaml(path: str | Path, missing: str) -> object:
+    """A YAML file's content (``{}`` for an empty one), read safely.
+
+    ``missing`` finishes the error for a file that is not there ("see configs/ ...").
+    """
+    import yaml
+
+    from .errors import MusicRNNError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MusicRNNError(f"no {missing}")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise MusicRNNError(f"{path} is not valid YAML: {exc}") from exc

@@ -23,8 +23,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import paths
 from .errors import MusicRNNError
 
@@ -50,12 +48,7 @@ def notebook_paths(folder: Path | None = None, upto: str | None = None) -> list[
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a parameter file; clear errors for a missing file or a malformed one."""
     path = Path(path)
-    if not path.is_file():
-        raise MusicRNNError(f"no parameter file at {path}; see configs/ for the ones provided")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise MusicRNNError(f"{path} is not valid YAML: {exc}") from exc
+    raw = paths.read_yaml(path, f"parameter file at {path}; see configs/ for the ones provided")
     if not isinstance(raw, dict) or set(raw) - {"common", "notebooks", "description"}:
         raise MusicRNNError(
             f"{path} must be a mapping with the keys 'common' and 'notebooks' (and 'description')"
