@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import MusicRNNError
+from .notes import read_notes_npy, validate_notes  # noqa: F401  (part of this module's interface)
 from .timing import TIME_BINS, sample_time_classes, time_class_probabilities, timing_point
 
 N_PITCHES = 128
@@ -1083,41 +1084,6 @@ def _tutorial_time(values: np.ndarray, rng: np.random.Generator) -> float:
     return float(sample_time_classes(last.astype(np.float32), rng.random(1, dtype=np.float32))[0])
 
 
-def validate_notes(notes, *, what: str = "notes", batch: bool = False) -> np.ndarray:
-    """Raw notes as float32 ``(time, 3)`` (or ``(batch, time, 3)`` when ``batch``), checked.
-
-    Pitch must be a whole MIDI number 0-127 (raw, not divided by 128), step and duration finite
-    and >= 0, at least one note. The one check every entry point (primers, seed sequences, run
-    files) goes through.
-    """
-    try:
-        array = np.asarray(notes)
-    except (TypeError, ValueError) as exc:
-        raise MusicRNNError(f"the {what} must be a numeric array of notes: {exc}") from exc
-    if array.dtype == object or not np.issubdtype(array.dtype, np.number):
-        raise MusicRNNError(f"the {what} must be a numeric array of notes, got {array.dtype}")
-    array = array.astype(np.float32)
-    ok_ndim = (2, 3) if batch else (2,)
-    if array.ndim not in ok_ndim or array.shape[-1] != 3 or array.shape[-2] < 1:
-        expected = "(notes, 3) or (batch, notes, 3)" if batch else "(n, 3) array"
-        raise MusicRNNError(
-            f"the {what} must have shape {expected} of raw (pitch, step, duration) with at least "
-            f"one note, got shape {array.shape}"
-        )
-    if not np.isfinite(array).all():
-        raise MusicRNNError(f"the {what} holds NaN or infinite values")
-    pitch = array[..., 0]
-    if pitch.min() < 0 or pitch.max() > N_PITCHES - 1 or (pitch != np.round(pitch)).any():
-        raise MusicRNNError(
-            f"the {what}'s pitches must be whole MIDI numbers 0-127 (raw, not scaled), found "
-            f"{pitch.min():g} .. {pitch.max():g}"
-            + (" (they look divided by 128: multiply them back)" if pitch.max() <= 1 else "")
-        )
-    if array[..., 1:].min() < 0:
-        raise MusicRNNError(f"the {what}'s step and duration must be >= 0 seconds")
-    return array
-
-
 def notes_table(generated, velocity: int | Sequence[int] | np.ndarray = 100,
                 start: float = 0.0):
     """Raw generated notes ``(n, 3)`` as a note table (a DataFrame with ``NOTE_COLUMNS``).
@@ -1290,20 +1256,6 @@ def load_primer(source: str | os.PathLike, *, length: int | None = None) -> np.n
             raise MusicRNNError(f"primer length must be >= 1, got {length}")
         notes = notes[-int(length):]
     return notes
-
-
-def read_notes_npy(path: str | os.PathLike) -> np.ndarray:
-    """Raw notes from a ``.npy`` file (a seed sequence), checked, never unpickled."""
-    path = Path(path)
-    if not path.is_file():
-        raise MusicRNNError(f"no seed sequence at {path}")
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise MusicRNNError(
-            f"{path} is not a plain numeric .npy array ({exc}); save it with numpy.save"
-        ) from exc
-    return validate_notes(array, what=f"seed sequence {path.name}")
 
 
 def held_out_primer(corpus, length: int = 50, *, split: str | None = None,

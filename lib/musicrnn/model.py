@@ -1030,12 +1030,12 @@ def load_original_checkpoint(
 
 def validate_notes(notes: Any, what: str = "notes") -> np.ndarray:
     """Check a ``(n, 3)`` array of raw (pitch, step, duration) and return it as float32
-    (:func:`musicrnn.generation.validate_notes`, one note table).
+    (:func:`musicrnn.notes.validate_notes` for one note table).
 
     Raises:
         MusicRNNError: wrong shape, non-finite values, pitches outside 0-127 or negative times.
     """
-    from .generation import validate_notes as check
+    from .notes import validate_notes as check
 
     return check(notes, what=what.removeprefix("the "))
 
@@ -1049,7 +1049,7 @@ def load_seed_sequence(path: str | Path) -> np.ndarray:
     Raises:
         MusicRNNError: a missing, unreadable or malformed file.
     """
-    from .generation import read_notes_npy
+    from .notes import read_notes_npy
 
     return read_notes_npy(path)
 

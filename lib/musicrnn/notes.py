@@ -1049,3 +1049,57 @@ def load_corpus(name: str = "bach-chorales", data_dir: str | os.PathLike | None 
         _say(f"Could not list {name}'s files ({exc}); using the cache {cached} as it is")
         return NoteCorpus.from_npz(cached)
     return extract_files(files, dataset=name, cache_path=cached)
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw note arrays given by users: primers, seed sequences
+# ---------------------------------------------------------------------------------------------
+
+
+def validate_notes(notes, *, what: str = "notes", batch: bool = False) -> np.ndarray:
+    """Raw notes as float32 ``(time, 3)`` (or ``(batch, time, 3)`` when ``batch``), checked.
+
+    Pitch must be a whole MIDI number 0-127 (raw, not divided by 128), step and duration finite
+    and >= 0, at least one note. The one check every entry point (primers, seed sequences, run
+    files) goes through.
+    """
+    try:
+        array = np.asarray(notes)
+    except (TypeError, ValueError) as exc:
+        raise MusicRNNError(f"the {what} must be a numeric array of notes: {exc}") from exc
+    if array.dtype == object or not np.issubdtype(array.dtype, np.number):
+        raise MusicRNNError(f"the {what} must be a numeric array of notes, got {array.dtype}")
+    array = array.astype(np.float32)
+    ok_ndim = (2, 3) if batch else (2,)
+    if array.ndim not in ok_ndim or array.shape[-1] != 3 or array.shape[-2] < 1:
+        expected = "(notes, 3) or (batch, notes, 3)" if batch else "(n, 3) array"
+        raise MusicRNNError(
+            f"the {what} must have shape {expected} of raw (pitch, step, duration) with at least "
+            f"one note, got shape {array.shape}"
+        )
+    if not np.isfinite(array).all():
+        raise MusicRNNError(f"the {what} holds NaN or infinite values")
+    pitch = array[..., 0]
+    if pitch.min() < 0 or pitch.max() > 127 or (pitch != np.round(pitch)).any():
+        raise MusicRNNError(
+            f"the {what}'s pitches must be whole MIDI numbers 0-127 (raw, not scaled), found "
+            f"{pitch.min():g} .. {pitch.max():g}"
+            + (" (they look divided by 128: multiply them back)" if pitch.max() <= 1 else "")
+        )
+    if array[..., 1:].min() < 0:
+        raise MusicRNNError(f"the {what}'s step and duration must be >= 0 seconds")
+    return array
+
+
+def read_notes_npy(path: str | os.PathLike[str]) -> np.ndarray:
+    """Raw notes from a ``.npy`` file (a seed sequence), checked, never unpickled."""
+    path = Path(path)
+    if not path.is_file():
+        raise MusicRNNError(f"no seed sequence at {path}")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise MusicRNNError(
+            f"{path} is not a plain numeric .npy array ({exc}); save it with numpy.save"
+        ) from exc
+    return validate_notes(array, what=f"seed sequence {path.name}")
