@@ -350,18 +350,12 @@ def save_piece(notes, midi_path: str | os.PathLike, *, wav_path: str | os.PathLi
     """
     import pretty_midi
 
-    from .notes import notes_to_midi
-    from .paths import atomic_path
+    from .notes import notes_to_midi, write_midi
 
     midi = notes if isinstance(notes, pretty_midi.PrettyMIDI) else notes_to_midi(
         notes, velocity=velocity)
     payload = wav_bytes(synthesize(midi, sample_rate, **options), sample_rate) if wav_path else None
-    midi_path = Path(midi_path)
-    try:
-        with atomic_path(midi_path) as tmp:
-            midi.write(str(tmp))
-    except OSError as exc:
-        raise MusicRNNError(f"cannot write {midi_path}: {exc.strerror or exc}") from exc
+    midi_path = write_midi(midi, midi_path)
     written = {"midi": midi_path}
     if payload is not None:
         from .paths import atomic_write_bytes

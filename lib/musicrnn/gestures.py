@@ -440,7 +440,6 @@ HAND_MODEL_URL = ("https://storage.googleapis.com/mediapipe-models/hand_landmark
                   "hand_landmarker/float16/1/hand_landmarker.task")
 """MediaPipe's official Hand Landmarker model bundle (float16, version 1)."""
 HAND_MODEL_SHA256 = "fbc2a30080c3c557093b5ddfc334698132eb341044ccee322ccf8bcf3607cde1"
-HAND_MODEL_BYTES = 7_819_105
 
 
 def hand_model_path(data_dir: str | os.PathLike | None = None) -> Path:
@@ -448,14 +447,6 @@ def hand_model_path(data_dir: str | os.PathLike | None = None) -> Path:
     from .paths import data_dir as resolve
 
     return resolve(data_dir) / "models" / "hand_landmarker.task"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def ensure_hand_model(data_dir: str | os.PathLike | None = None, *, url: str = HAND_MODEL_URL,
@@ -469,7 +460,9 @@ def ensure_hand_model(data_dir: str | os.PathLike | None = None, *, url: str = H
     clear :class:`MusicRNNError` says where to put a copy fetched elsewhere.
     """
     target = Path(path) if path is not None else hand_model_path(data_dir)
-    if target.is_file() and _sha256(target) == sha256:
+    from .datasets import file_sha256
+
+    if target.is_file() and file_sha256(target) == sha256:
         return target
     from .paths import atomic_path
 

@@ -641,15 +641,21 @@ def notes_to_midi(
         ]
         midi.instruments.append(instrument)
     if out_path is not None:
-        from .paths import atomic_path
-
-        out_path = Path(out_path)
-        try:
-            with atomic_path(out_path) as tmp:
-                midi.write(str(tmp))
-        except OSError as exc:
-            raise MusicRNNError(f"cannot write {out_path}: {exc.strerror or exc}") from exc
+        write_midi(midi, out_path)
     return midi
+
+
+def write_midi(midi: "pretty_midi.PrettyMIDI", path: str | os.PathLike) -> Path:
+    """Write ``midi`` to ``path`` atomically (never half a file); returns the path."""
+    from .paths import atomic_path
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            midi.write(str(tmp))
+    except OSError as exc:
+        raise MusicRNNError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return path
 
 
 _MAX_LANES = 15  # MIDI channels without the drum channel
