@@ -43,10 +43,9 @@ import numpy as np
 from keras import ops
 
 from .errors import MusicRNNError
+from .notes import read_notes_npy, validate_notes
 from .paths import atomic_path, atomic_write_text
-from .timing import (  # noqa: F401  (re-exported: the time grid belongs to the model's heads)
-    TIME_BINS, TIME_EDGES, TIME_VALUES, TIMINGS, time_classes, timing_point, timing_width,
-)
+from .timing import TIME_BINS, TIME_EDGES, TIMINGS, timing_width
 
 N_PITCHES = 128
 HEADS = ("pitch", "step", "duration")
@@ -410,11 +409,12 @@ def mse_with_positive_pressure(y_true, y_pred):
 def time_class_crossentropy(y_true, y_pred):
     """Cross-entropy of the time class of ``y_true`` (seconds) under logits ``y_pred`` (128).
 
-    The class of a time is the number of :data:`TIME_EDGES` at or below it, computed with
-    comparisons (no bucketize op), so it runs on every backend and under XLA. Targets come as
-    seconds, shaped like the predictions without the class axis or with a trailing 1.
+    The class of a time is the number of :data:`musicrnn.timing.TIME_EDGES` at or below it,
+    computed with comparisons (no bucketize op), so it runs on every backend and under XLA.
+    Targets come as seconds, shaped like the predictions without the class axis or with a
+    trailing 1.
     """
-    edges = ops.convert_to_tensor(TIME_EDGES.astype(np.float32))
+    edges = ops.convert_to_tensor(TIME_EDGES)
     seconds = ops.reshape(ops.cast(y_true, "float32"), ops.shape(y_pred)[:-1])
     classes = ops.sum(ops.cast(ops.expand_dims(seconds, -1) >= edges, "int32"), axis=-1)
     return ops.sparse_categorical_crossentropy(classes, y_pred, from_logits=True)
@@ -437,7 +437,7 @@ def build_model(config: ModelConfig, sequence_outputs: bool | None = None) -> ke
     Returns:
         A model reading raw notes ``(batch, time, 3)`` of any length, with outputs
         ``{"pitch": (..., 128) logits, "step": (..., 1), "duration": (..., 1)}`` -- or
-        ``(..., 128)`` logits over :data:`TIME_VALUES` for step and duration when
+        ``(..., 128)`` logits over :data:`musicrnn.timing.TIME_VALUES` for step and duration when
         ``config.timing == "categorical"``. Layer names are
         stable (``input_scaling``, ``lstm_1`` ..., ``dropout_1`` ..., ``pitch``, ``step``,
         ``duration``) -- the sampler and the loaders rely on them. The heads compute in float32
@@ -1013,8 +1013,6 @@ def load_original_checkpoint(
     units = [w[1].shape[0] for w in lstm_weights]
     base = "v2" if len(units) > 1 else ("baseline" if seq_length in (None, 25) else "v1")
     changes: dict[str, Any] = {"name": "original", "lstm_units": units}
-    if len(units) > 1 and len(units) != len(PRESETS["v2"].lstm_units):
-        changes["dropout"] = PRESETS["v2"].dropout
     if seq_length is not None:
         changes["seq_length"] = int(seq_length)
     config = get_preset(base).replace(**changes)
@@ -1028,18 +1026,6 @@ def load_original_checkpoint(
     return model
 
 
-def validate_notes(notes: Any, what: str = "notes") -> np.ndarray:
-    """Check a ``(n, 3)`` array of raw (pitch, step, duration) and return it as float32
-    (:func:`musicrnn.notes.validate_notes` for one note table).
-
-    Raises:
-        MusicRNNError: wrong shape, non-finite values, pitches outside 0-127 or negative times.
-    """
-    from .notes import validate_notes as check
-
-    return check(notes, what=what.removeprefix("the "))
-
-
 def load_seed_sequence(path: str | Path) -> np.ndarray:
     """Read a ``seed_sequence.npy`` ((n, 3) raw pitch, step, duration) without unpickling.
 
@@ -1049,8 +1035,6 @@ def load_seed_sequence(path: str | Path) -> np.ndarray:
     Raises:
         MusicRNNError: a missing, unreadable or malformed file.
     """
-    from .notes import read_notes_npy
-
     return read_notes_npy(path)
 
 
@@ -1112,7 +1096,7 @@ def write_run_files(
     info = dict(info or {})
     if "model" in info:
         raise MusicRNNError("info must not have a 'model' key: config.json keeps the config there")
-    seed = validate_notes(seed_sequence, what="the seed sequence")
+    seed = validate_notes(seed_sequence, what="seed sequence")
     try:
         built = infer_config(model, base=config)
     except MusicRNNError:
