@@ -168,7 +168,7 @@ class WindowDataset:
         """Windows in one pass with every phase 0 (the most a pass can hold)."""
         if self._eval_starts is not None:
             return int(len(self._eval_starts))
-        n = int((self._last // self.shift + 1).sum())
+        n = int(self._counts(np.zeros_like(self._last)).sum())
         return n if self.max_windows is None else min(n, self.max_windows)
 
     @property
@@ -176,9 +176,13 @@ class WindowDataset:
         """Batches per pass over the windows (at least 1)."""
         return self.plan.steps_per_pass
 
+    def _counts(self, phases: np.ndarray) -> np.ndarray:
+        """Windows per usable piece when its first window starts ``phases`` notes in."""
+        return np.where(phases <= self._last, (self._last - phases) // self.shift + 1, 0)
+
     def _window_starts(self, phases: np.ndarray) -> np.ndarray:
         """Absolute start rows of every window, piece by piece, for the given phases."""
-        counts = np.where(phases <= self._last, (self._last - phases) // self.shift + 1, 0)
+        counts = self._counts(phases)
         total = int(counts.sum())
         first = np.repeat(self._starts + phases, counts)
         index_in_piece = np.arange(total, dtype=np.int64) - np.repeat(
@@ -213,7 +217,7 @@ class WindowDataset:
         if self._eval_starts is not None:
             return len(self._eval_starts)
         phases = self._pass_phases(self._pass_rng(epoch))
-        n = int(np.where(phases <= self._last, (self._last - phases) // self.shift + 1, 0).sum())
+        n = int(self._counts(phases).sum())
         return n if self.max_windows is None else min(n, self.max_windows)
 
     def piece_of(self, starts: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ import math
 import os
 import shutil
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,9 @@ from . import paths
 from .errors import MusicRNNError
 from .model import (
     CHECKPOINTS_DIR, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, ModelConfig, build_model,
-    compile_model, get_preset, with_sequence_outputs, write_run_files,
+    compile_model, get_preset, transfer_weights, with_sequence_outputs, write_run_files,
 )
+from .model import _lstm_layers
 from .notes import NoteCorpus
 from .sequences import WindowDataset, make_dataset, seed_window
 
@@ -256,7 +258,7 @@ def _worker_dir(run_dir: Path, strategy: Any) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-def _callbacks():  # imported lazily: keeps `import musicrnn.training` light
+def _callbacks():  # classes built on first use
     import keras
 
     class Clock(keras.callbacks.Callback):
@@ -983,7 +985,7 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return logits - top - np.log(np.exp(logits - top).sum(axis=-1, keepdims=True))
 
 
-_TWINS: "weakref.WeakKeyDictionary" = None  # model -> {sequence_outputs: twin model}
+_TWINS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> {outputs: twin}
 
 
 def _view(model, sequence_outputs: bool):
@@ -992,29 +994,20 @@ def _view(model, sequence_outputs: bool):
     The rebuilt twin is kept per model, so that scoring a model again and again during training
     (its weights copied over each time) does not build and trace a new model every time.
     """
-    import weakref
-
-    global _TWINS
-    if _TWINS is None:
-        _TWINS = weakref.WeakKeyDictionary()
-    lstms = [la for la in model.layers if la.name.startswith("lstm_")]
+    lstms = _lstm_layers(model)
     if lstms and bool(lstms[-1].return_sequences) == bool(sequence_outputs):
-        return model
+        return model  # never cached: a twin that is the model itself would keep it alive
     twins = _TWINS.setdefault(model, {})
     if sequence_outputs not in twins:
         twins[sequence_outputs] = with_sequence_outputs(model, sequence_outputs)
         return twins[sequence_outputs]
-    twin = twins[sequence_outputs]
-    for layer in twin.layers:
-        if layer.weights:
-            layer.set_weights(model.get_layer(layer.name).get_weights())
-    return twin
+    return transfer_weights(model, twins[sequence_outputs])
 
 
 def _windowed_logits(model, pieces: list[np.ndarray], positions: list[np.ndarray],
                      context: int, batch_size: int) -> np.ndarray:
     last = _view(model, False)
-    rows = [(i, int(t)) for i, pos in enumerate(pieces) for t in positions[i]]
+    rows = [(i, int(t)) for i in range(len(pieces)) for t in positions[i]]
     out = []
     offsets = np.arange(-context, 0, dtype=np.int64)
     for b in range(0, len(rows), batch_size):
@@ -1037,7 +1030,6 @@ def _carried_logits(model, pieces: list[np.ndarray], positions: list[np.ndarray]
     result: list[np.ndarray | None] = [None] * len(pieces)
     i = 0
     while i < len(order):
-        longest = len(pieces[order[i]])
         j = i + 1
         while j < len(order) and (j - i + 1) * len(pieces[order[j]]) <= max_batch_notes:
             j += 1
@@ -1119,6 +1111,8 @@ def step_scorer(corpus: NoteCorpus | list[np.ndarray], *, context: int,
     """
     import keras
 
+    validation = _pieces(corpus, "validation")  # once, not at every scoring
+
     class StepScorer(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
@@ -1144,7 +1138,7 @@ def step_scorer(corpus: NoteCorpus | list[np.ndarray], *, context: int,
                 self.model.stop_training = True
 
         def score(self) -> float:
-            nll = pitch_nll(self.model, corpus, "validation", context=context,
+            nll = pitch_nll(self.model, validation, "validation", context=context,
                             max_targets=eval_targets)
             self.curve.append((self.seconds, nll, self.steps))
             if progress:
