@@ -44,6 +44,7 @@ import contextlib
 import csv
 import dataclasses
 import difflib
+import functools
 import hashlib
 import http.client
 import io
@@ -264,10 +265,6 @@ class DatasetFiles:
         if split not in SPLITS:
             raise MusicRNNError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         return [f for f in self.files if f.split == split]
-
-    def paths(self, split: str | None = None) -> list[Path]:
-        """Absolute paths (of one split when given)."""
-        return [f.path for f in (self.files if split is None else self.by_split(split))]
 
     def counts(self) -> dict[str, int]:
         """Files per split, in split order."""
@@ -570,6 +567,7 @@ class _Piece:
     skip: str = ""  # why it is left out ("" keeps it)
 
 
+@functools.lru_cache(maxsize=1)  # asked several times per download; the answer never changes
 def _music21_package() -> tuple[Path, str]:
     """music21's package folder and version, found without importing it (that takes ~0.5 s)."""
     import importlib.metadata

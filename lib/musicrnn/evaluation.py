@@ -45,7 +45,7 @@ __all__ = [
     "N_PITCHES", "PredictionScores", "pitch_scores", "as_notes", "as_pieces", "held_out_split",
     "score_windows", "score_carried", "sequence_model", "model_seq_length",
     "NGramPitchModel", "fit_ngram_baselines", "ngram_scores", "repeat_last_scores",
-    "music_statistics", "statistics_frame", "overlap_area", "kl_divergence",
+    "music_statistics", "overlap_area", "kl_divergence",
     "compare_statistics", "continuation_segments", "generate_continuations",
     "temperature_sweep", "best_temperature", "EvaluationReport", "evaluate_model",
     "evaluate_run", "STATISTICS", "DEFAULT_TEMPERATURES", "markdown_table", "window_targets",
@@ -748,20 +748,6 @@ def music_statistics(notes: Any) -> dict[str, float | np.ndarray]:
         "repeated_pitch_rate": float((np.diff(pitch) == 0).mean()) if n > 1 else 0.0,
         "repeated_4gram_rate": float(repeated_4gram),
     }
-
-
-def statistics_frame(samples: Sequence[Any]):
-    """The scalar statistics of many samples, one row each (a pandas DataFrame); the pitch-class
-    histogram becomes columns ``pc_0`` .. ``pc_11``."""
-    import pandas as pd
-
-    rows = []
-    for sample in samples:
-        stats = music_statistics(sample)
-        hist = stats.pop("pitch_class_histogram")
-        stats.update({f"pc_{i}": float(v) for i, v in enumerate(hist)})
-        rows.append(stats)
-    return pd.DataFrame(rows)
 
 
 def _kde_pair(a: np.ndarray, b: np.ndarray, grid_size: int = 1024):

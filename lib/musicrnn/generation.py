@@ -1210,7 +1210,7 @@ def load_generator(run_dir: str | os.PathLike | None = None, *,
     from . import model as model_lib
 
     if run_dir is not None:
-        run = model_lib.load_run(run_dir)
+        run = model_lib.load_run(run_dir, compile=False)  # sampled, never trained
         model, config, info, folder = run.model, run.config, run.info, Path(run.run_dir)
         if notes is None:
             notes, source = run.seed_sequence, f"{folder.name}/seed_sequence.npy"

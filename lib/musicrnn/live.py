@@ -543,7 +543,7 @@ def source_from_run(run_dir: str | os.PathLike, *, seed: int | None = None,
     from .generation import Sampler
     from .model import load_run
 
-    run = load_run(run_dir)
+    run = load_run(run_dir, compile=False)  # sampled, never trained
     sampler = Sampler(run.model, batch_size=1, seed=seed, config=run.config)
     return SamplerSource(sampler, run.seed_sequence if primer is None else primer)
 
