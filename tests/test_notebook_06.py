@@ -18,7 +18,21 @@ def test_evaluate_notebook_writes_metrics_tables_and_plots(smoke_run):
     for key in ("pitch_nll", "unigram_pitch_nll", "markov2_pitch_nll", "best_ngram_pitch_nll",
                 "best_temperature", "overlap_area", "reference_overlap_area"):
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
-    assert metrics["best_temperature"] in (0.8, 1.2)  # configs/smoke.yaml's sweep
+    # configs/smoke.yaml's sweep is 0.8 and 1.2; it goes on past an edge while the best is there
+    assert {0.8, 1.2} <= set(metrics["temperatures"])
+    assert metrics["best_temperature"] in metrics["temperatures"]
+    assert set(metrics["temperatures_added"]) == set(metrics["temperatures"]) - {0.8, 1.2}
+    assert metrics["best_temperature_at_edge"] == (
+        metrics["best_temperature"] in (min(metrics["temperatures"]), max(metrics["temperatures"])))
+    # the smoke profile trains v4: every head categorical, so the whole note has an NLL
+    assert metrics["split"] == "test"
+    assert metrics["heads"] == {"pitch": "categorical", "step": "categorical",
+                                "duration": "categorical", "velocity": "none"}
+    for key in ("step_nll", "duration_nll", "note_nll", "unigram_note_nll", "markov1_note_nll"):
+        assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
+    assert metrics["note_nll"] == pytest.approx(
+        metrics["pitch_nll"] + metrics["step_nll"] + metrics["duration_nll"])
+    assert metrics["velocity_nll"] is None
     assert 100 < metrics["n_positions"] <= 500  # at most max_positions of the smoke config
     assert metrics["best_ngram_pitch_nll"] <= metrics["markov2_pitch_nll"]
     assert metrics["markov2_pitch_nll"] < metrics["unigram_pitch_nll"]
@@ -28,7 +42,9 @@ def test_evaluate_notebook_writes_metrics_tables_and_plots(smoke_run):
     assert {"unigram", "markov2", "markov4", "repeat last"} <= set(scores["name"])
     assert scores["context"].str.startswith("carried").any()
     sweep = pd.read_csv(out / "temperature_sweep.csv")
-    assert list(sweep["temperature"]) == [0.8, 1.2]
+    assert list(sweep["temperature"]) == sorted(metrics["temperatures"])
+    assert list(sweep["added"]) == [t not in (0.8, 1.2) for t in sweep["temperature"]]
+    assert {"step_nll", "duration_nll", "note_nll"} <= set(scores.columns)
     statistics = pd.read_csv(out / "statistics.csv").set_index("statistic")
     assert {"pitch_class_histogram", "mean_ioi", "polyphony", "scale_consistency"} <= set(
         statistics.index)

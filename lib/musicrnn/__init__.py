@@ -1,7 +1,7 @@
 """Music RNN: generate music with a recurrent network, end to end.
 
-One module per stage of the pipeline (see the README): ``datasets`` -> ``notes`` -> ``sequences``
--> ``model`` -> ``training`` -> ``generation`` -> ``audio``/``plots`` -> ``evaluation`` -> ``live``.
+One module per stage of the pipeline (see the README), listed bottom-up in ``_MODULES``: a module
+imports only those before it (``tests/test_layers.py`` checks).
 Modules are imported lazily so that ``import musicrnn`` stays cheap (TensorFlow loads only when a
 module that needs it is used).
 """
@@ -13,8 +13,9 @@ import importlib
 __version__ = "0.1.0"
 
 _MODULES = (
-    "errors", "paths", "datasets", "notes", "sequences", "model", "training", "generation", "audio",
-    "plots", "evaluation", "live", "gestures", "widgets", "runner", "cli",
+    "errors", "paths", "timing", "datasets", "notes", "statistics", "sequences", "model", "plots",
+    "audio", "training", "generation", "evaluation", "experiments", "live", "gestures", "widgets",
+    "runner", "cli",
 )
 
 

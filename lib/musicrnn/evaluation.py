@@ -1,27 +1,29 @@
 """Measure a model instead of guessing: held-out likelihood, simple baselines, musical statistics.
 
-Four kinds of measurement, each a plain function on note arrays (raw ``(n, 3)`` float arrays of
-pitch 0-127, step seconds, duration seconds, one per piece):
+Three kinds of measurement, each a plain function on note arrays (raw ``(n, 3)`` float arrays of
+pitch 0-127, step seconds, duration seconds, one per piece; ``(n, 4)`` with each note's MIDI
+velocity last for a model that reads and predicts velocity):
 
-* **Teacher-forced scores** on held-out pieces -- pitch negative log-likelihood (nats per note)
-  and perplexity, top-1/top-5 pitch accuracy, step and duration mean absolute error -- in two
-  context regimes: :func:`score_windows` ("full context": the note after a whole ``seq_length``
-  window read from a fresh state, exactly as a ``last``-target model is trained) and
-  :func:`score_carried` (one pass over each whole piece, the state carried from its first note).
-* **Baselines** fitted on the training pieces: :class:`NGramPitchModel` (unigram and Markov
-  models of any order, interpolated Kneser-Ney with discounts tuned on validation pieces) and the
-  "repeat the last step/duration" rule (:func:`repeat_last_scores`). A network that cannot beat
-  them has learned nothing.
-* **Musical statistics** of a note sequence (:func:`music_statistics`: pitch-class histogram,
-  range, intervals, inter-onset intervals, durations, polyphony, entropies, scale consistency,
-  repetition) and their comparison between generated and held-out music
-  (:func:`compare_statistics`), as overlapping area and KL divergence of kernel density estimates
-  in the manner of Yang & Lerch (2018, "On the evaluation of generative models in music").
-* A **temperature sweep** (:func:`temperature_sweep`): which sampling temperature brings generated
-  statistics closest to held-out music.
+* **Teacher-forced scores** on held-out pieces -- the negative log-likelihood (nats per note) of
+  every categorical head (``pitch_nll``; ``step_nll`` and ``duration_nll`` for time-class heads,
+  ``velocity_nll`` for a velocity head) and their sum ``note_nll``, pitch perplexity and
+  top-1/top-5 accuracy, step and duration mean absolute error -- in two context regimes:
+  :func:`score_windows` ("full context": the note after a whole ``seq_length`` window read from
+  a fresh state, exactly as a ``last``-target model is trained) and :func:`score_carried` (one
+  pass over each whole piece, the state carried from its first note). A regression head has no
+  likelihood: its NLL is NaN (``None`` in ``metrics.json``), and so is ``note_nll``.
+* **Baselines** fitted on the training pieces: :class:`NGramModel` (unigram and Markov models
+  of any order over a head's classes -- pitches, time classes or velocity classes --,
+  interpolated Kneser-Ney with discounts tuned on validation pieces) and the "repeat the last
+  step/duration" rule (:func:`repeat_last_scores`). A network that cannot beat them has learned
+  nothing.
+* Generated against held-out music: a **temperature sweep** (:func:`temperature_sweep`) samples
+  continuations of held-out primers and compares their musical statistics with the true
+  continuations (:func:`musicrnn.statistics.compare_statistics`); the sweep extends itself past
+  the edge of the grid until the best temperature is inside it.
 
-:func:`evaluate_run` puts them together for a run directory (``musicrnn evaluate``) and
-:func:`run_experiments` trains and evaluates several presets on one budget (``make experiments``).
+:func:`evaluate_model` puts them together for a model and a corpus, :func:`evaluate_run` for a
+run directory (``musicrnn evaluate``); :mod:`musicrnn.experiments` compares presets with them.
 """
 
 from __future__ import annotations
@@ -31,79 +33,26 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .errors import MusicRNNError
+from .statistics import N_PITCHES, as_pieces, compare_statistics
 
-N_PITCHES = 128
-_PAD = N_PITCHES  # the "before the piece" symbol in n-gram contexts
-_CHORD_STEP = 0.03  # seconds: onsets closer than this sound together (a chord)
+HEADS: tuple[str, ...] = ("pitch", "step", "duration", "velocity")  # a model's output heads
+MIN_TEMPERATURE = 0.05  # the sweep never extends below this temperature
+MAX_EXTENSIONS = 4  # temperatures the sweep may add beyond the edge of its grid
 
 __all__ = [
-    "N_PITCHES", "PredictionScores", "pitch_scores", "as_notes", "as_pieces", "held_out_split",
-    "score_windows", "score_carried", "sequence_model", "model_seq_length",
-    "NGramPitchModel", "fit_ngram_baselines", "ngram_scores", "repeat_last_scores",
-    "music_statistics", "overlap_area", "kl_divergence",
-    "compare_statistics", "continuation_segments", "generate_continuations",
-    "temperature_sweep", "best_temperature", "EvaluationReport", "evaluate_model",
-    "evaluate_run", "STATISTICS", "DEFAULT_TEMPERATURES", "markdown_table", "window_targets",
-    "time_budget_callback", "load_experiment_config", "run_experiments",
+    "HEADS", "PredictionScores", "pitch_scores", "class_nll", "held_out_split", "corpus_pieces",
+    "score_windows", "score_carried", "sequence_model", "model_seq_length", "model_input_width",
+    "NGramModel", "NGramPitchModel", "fit_ngram_baselines", "fit_head_baselines",
+    "ngram_scores", "repeat_last_scores", "continuation_segments", "generate_continuations",
+    "next_temperature", "sweep_until_inside", "temperature_sweep", "best_temperature",
+    "EvaluationReport", "evaluate_model", "evaluate_run", "DEFAULT_TEMPERATURES", "MIN_TEMPERATURE",
+    "MAX_EXTENSIONS", "markdown_table", "window_targets",
 ]
-
-
-# ---------------------------------------------------------------------------------------------
-# Input checks
-# ---------------------------------------------------------------------------------------------
-
-
-def as_notes(notes: Any, name: str = "notes") -> np.ndarray:
-    """Check one note sequence and return it as a float64 ``(n, 3)`` array (pitch, step, duration).
-
-    Accepts a note table (DataFrame with ``pitch``, ``step``, ``duration`` columns) or an array
-    whose first three columns are those features. Raises :class:`MusicRNNError` naming the first
-    problem: wrong shape, NaN or infinite values, pitches outside 0-127 or not whole numbers,
-    negative steps or durations.
-    """
-    if hasattr(notes, "columns"):  # a pandas DataFrame
-        missing = [c for c in ("pitch", "step", "duration") if c not in notes.columns]
-        if missing:
-            raise MusicRNNError(f"{name} lacks the columns {missing}; expected a note table")
-        notes = notes[["pitch", "step", "duration"]].to_numpy()
-    try:
-        array = np.asarray(notes, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise MusicRNNError(
-            f"{name} is not numeric ({exc}); pass (pitch, step, duration) rows"
-        ) from exc
-    if array.ndim != 2 or array.shape[1] < 3:
-        raise MusicRNNError(
-            f"{name} has shape {array.shape}; expected (n_notes, 3) rows of (pitch, step, duration)"
-        )
-    array = array[:, :3]
-    bad = ~np.isfinite(array)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise MusicRNNError(
-            f"{name} holds {int(bad.sum())} NaN/infinite values (first: row {row}, column "
-            f"{('pitch', 'step', 'duration')[col]}); drop or repair those notes first"
-        )
-    pitch = array[:, 0]
-    if ((pitch < 0) | (pitch > N_PITCHES - 1)).any() or (pitch != np.round(pitch)).any():
-        raise MusicRNNError(f"{name}: pitches must be whole MIDI numbers 0-127")
-    if (array[:, 1:] < 0).any():
-        raise MusicRNNError(f"{name}: steps and durations must be >= 0 seconds")
-    return array
-
-
-def as_pieces(pieces: Any, name: str = "pieces") -> list[np.ndarray]:
-    """Checked note arrays, one per piece, from a list of arrays/tables or a ``NoteCorpus``."""
-    if hasattr(pieces, "iter_features") and hasattr(pieces, "offsets"):
-        pieces = list(pieces.iter_features())
-    elif isinstance(pieces, np.ndarray) and pieces.ndim == 2:
-        pieces = [pieces]
-    return [as_notes(p, f"{name}[{i}]") for i, p in enumerate(pieces)]
 
 
 def held_out_split(corpus: Any, preferred: str = "test") -> str:
@@ -121,7 +70,29 @@ def held_out_split(corpus: Any, preferred: str = "test") -> str:
     )
 
 
+def corpus_pieces(corpus: Any, split: str | None = None, *, velocity: bool = False
+                  ) -> list[np.ndarray]:
+    """The pieces of one split of a ``NoteCorpus`` as note arrays: ``(n, 3)`` raw (pitch, step,
+    duration), or ``(n, 4)`` with each note's MIDI velocity last when ``velocity`` (what a model
+    that reads velocity needs)."""
+    pieces = [np.asarray(p, dtype=np.float64) for p in corpus.iter_features(split)]
+    if not velocity:
+        return [p[:, :3] for p in pieces]
+    if all(p.shape[1] >= 4 for p in pieces):
+        return [p[:, :4] for p in pieces]
+    column = corpus.columns.get("velocity")
+    if column is None:
+        raise MusicRNNError(f"{corpus.dataset}'s note tables hold no velocity; extract them again "
+                            "(musicrnn extract NAME --force) to evaluate a velocity model")
+    return [np.column_stack([p[:, :3], column[corpus.offsets[i]:corpus.offsets[i + 1]]])
+            for p, i in zip(pieces, corpus.indices(split))]
+
+
 def _concat(pieces: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    widths = {p.shape[1] for p in pieces}
+    if len(widths) > 1:
+        raise MusicRNNError("the pieces mix 3 and 4 columns; give every piece a velocity column "
+                            "or none")
     lengths = np.array([len(p) for p in pieces], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     notes = np.concatenate(pieces) if len(pieces) else np.zeros((0, 3))
@@ -141,7 +112,8 @@ def _positions(offsets: np.ndarray) -> np.ndarray:
 
 @dataclass
 class PredictionScores:
-    """Next-note prediction quality on a set of positions (NaN where a predictor has no head)."""
+    """Next-note prediction quality on a set of positions (NaN where a predictor has no head, or
+    a head without a likelihood: a regression head has no NLL)."""
 
     name: str  # who predicted: a model name or a baseline ("unigram", "markov2", ...)
     context: str  # "window" (full seq_length context), "carried" (whole piece), or a description
@@ -152,9 +124,31 @@ class PredictionScores:
     top5_accuracy: float = math.nan  # fraction whose true pitch is among the five highest
     step_mae: float = math.nan  # mean |predicted step - true step|, seconds
     duration_mae: float = math.nan  # mean |predicted duration - true duration|, seconds
+    step_nll: float = math.nan  # NLL of the true step's time class (categorical heads), nats
+    duration_nll: float = math.nan  # NLL of the true duration's time class, nats
+    velocity_nll: float = math.nan  # NLL of the true velocity class (velocity heads), nats
+    note_nll: float = math.nan  # the sum of the heads' NLLs, when every head has one: nats/note
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def add_note_nll(self) -> "PredictionScores":
+        """Set :attr:`note_nll`: pitch + step + duration NLL (+ velocity NLL when there is one),
+        or NaN when pitch, step or duration has none. Returns ``self``."""
+        parts = [self.pitch_nll, self.step_nll, self.duration_nll]
+        if np.isfinite(self.velocity_nll):
+            parts.append(self.velocity_nll)
+        self.note_nll = float(sum(parts)) if all(np.isfinite(parts)) else math.nan
+        return self
+
+
+def class_nll(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per-position NLL (nats) of the true class ``target`` ``(n,)`` under ``logits`` ``(n, k)``
+    (logits or log-probabilities)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    top = logits.max(axis=1, keepdims=True)
+    log_z = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+    return log_z - logits[np.arange(len(target)), np.asarray(target, dtype=np.int64)]
 
 
 def pitch_scores(logits: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -165,46 +159,64 @@ def pitch_scores(logits: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, ..
     so a uniform model scores 1/128 top-1, not 1.
     """
     logits = np.asarray(logits, dtype=np.float64)
-    top = logits.max(axis=1, keepdims=True)
-    log_z = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
     true = logits[np.arange(len(target)), target]
     above = (logits > true[:, None]).sum(axis=1)
     ties = (logits == true[:, None]).sum(axis=1)  # includes the true pitch itself
     hits = [np.clip((k - above) / ties, 0.0, 1.0) for k in (1, 5)]
-    return log_z - true, hits[0], hits[1]
+    return class_nll(logits, target), hits[0], hits[1]
 
 
 class _Accumulator:
-    """Sums of per-position scores, turned into a :class:`PredictionScores` at the end."""
+    """Per-position scores collected in parts, turned into a :class:`PredictionScores`."""
+
+    FIELDS = ("nll", "top1", "top5", "step_err", "duration_err", "step_nll", "duration_nll",
+              "velocity_nll")
 
     def __init__(self) -> None:
-        self.nll: list[np.ndarray] = []
-        self.top1: list[np.ndarray] = []
-        self.top5: list[np.ndarray] = []
-        self.step_err: list[np.ndarray] = []
-        self.duration_err: list[np.ndarray] = []
+        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in self.FIELDS}
 
-    def add(self, nll=None, top1=None, top5=None, step_err=None, duration_err=None) -> None:
-        for store, value in ((self.nll, nll), (self.top1, top1), (self.top5, top5),
-                             (self.step_err, step_err), (self.duration_err, duration_err)):
+    def add(self, **values: Any) -> None:
+        for key, value in values.items():
             if value is not None:
-                store.append(np.asarray(value, dtype=np.float64).ravel())
+                self.parts[key].append(np.asarray(value, dtype=np.float64).ravel())
+
+    def add_predictions(self, heads: Mapping[str, np.ndarray], true: np.ndarray) -> np.ndarray:
+        """Score one batch of predictions ``heads`` (one row per scored position: pitch logits,
+        step and duration outputs, velocity logits when the model has them) against the true
+        notes ``true``; returns the pitch NLL per position."""
+        from .timing import TIME_BINS, time_classes, timing_point
+
+        nll, top1, top5 = pitch_scores(heads["pitch"], true[:, 0].astype(np.int64))
+        values: dict[str, Any] = {"nll": nll, "top1": top1, "top5": top5}
+        for head, column in (("step", 1), ("duration", 2)):
+            out = heads[head]
+            values[f"{head}_err"] = np.abs(np.maximum(timing_point(out)[:, 0], 0) - true[:, column])
+            if out.shape[-1] == TIME_BINS:  # categorical: a distribution over time classes
+                values[f"{head}_nll"] = class_nll(out, time_classes(true[:, column]))
+        if "velocity" in heads and true.shape[1] >= 4:
+            from .timing import velocity_classes
+
+            logits = heads["velocity"]
+            values["velocity_nll"] = class_nll(
+                logits, velocity_classes(true[:, 3], bins=logits.shape[-1]))
+        self.add(**values)
+        return nll
 
     def result(self, name: str, context: str) -> PredictionScores:
-        def cat(parts):
-            return np.concatenate(parts) if parts else np.zeros(0)
+        def mean(key: str) -> float:
+            parts = self.parts[key]
+            return float(np.concatenate(parts).mean()) if parts else math.nan
 
-        nll, top1, top5 = cat(self.nll), cat(self.top1), cat(self.top5)
-        step, duration = cat(self.step_err), cat(self.duration_err)
-        n = max(len(nll), len(step))
-        mean = lambda a: float(a.mean()) if len(a) else math.nan  # noqa: E731
-        pitch_nll = mean(nll)
+        n = max(sum(len(a) for a in self.parts[k]) for k in self.FIELDS)
+        pitch_nll = mean("nll")
         return PredictionScores(
             name=name, context=context, n_notes=int(n), pitch_nll=pitch_nll,
             perplexity=float(math.exp(pitch_nll)) if np.isfinite(pitch_nll) else math.nan,
-            top1_accuracy=mean(top1), top5_accuracy=mean(top5),
-            step_mae=mean(step), duration_mae=mean(duration),
-        )
+            top1_accuracy=mean("top1"), top5_accuracy=mean("top5"),
+            step_mae=mean("step_err"), duration_mae=mean("duration_err"),
+            step_nll=mean("step_nll"), duration_nll=mean("duration_nll"),
+            velocity_nll=mean("velocity_nll"),
+        ).add_note_nll()
 
 
 def _progress(iterable, show: bool, desc: str):
@@ -216,14 +228,23 @@ def _progress(iterable, show: bool, desc: str):
     return tqdm(iterable, desc=desc)
 
 
-def model_seq_length(model: Any) -> int | None:
-    """The fixed time length of ``model``'s input, or None when it reads any length."""
+def _input_shape(model: Any) -> tuple | None:
     shape = getattr(model, "input_shape", None)
     if isinstance(shape, list):
         shape = shape[0]
-    if shape is None or len(shape) != 3:
-        return None
-    return None if shape[1] is None else int(shape[1])
+    return None if shape is None or len(shape) != 3 else tuple(shape)
+
+
+def model_seq_length(model: Any) -> int | None:
+    """The fixed time length of ``model``'s input, or None when it reads any length."""
+    shape = _input_shape(model)
+    return None if shape is None or shape[1] is None else int(shape[1])
+
+
+def model_input_width(model: Any) -> int:
+    """Columns of the notes ``model`` reads: 3 (pitch, step, duration) or 4 (and velocity)."""
+    shape = _input_shape(model)
+    return 3 if shape is None or shape[2] is None else int(shape[2])
 
 
 def _check_seq_length(model: Any, seq_length: int) -> None:
@@ -237,35 +258,45 @@ def _check_seq_length(model: Any, seq_length: int) -> None:
         )
 
 
-def _heads(outputs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(pitch logits, step, duration) as numpy from a model's outputs (dict or list); step and
-    duration as one time each ``(..., 1)`` (the median of time-class logits, see
-    :func:`musicrnn.timing.timing_point`)."""
+def _model_notes(model: Any, notes: np.ndarray) -> np.ndarray:
+    """``notes`` cut to the columns ``model`` reads, float32; a clear error when a velocity
+    model is given notes without velocity."""
+    width = model_input_width(model)
+    if notes.shape[1] < width:
+        raise MusicRNNError(
+            f"the model reads {width} columns (pitch, step, duration, velocity) but the notes "
+            f"have {notes.shape[1]}; evaluate it on notes with velocity (corpus_pieces(corpus, "
+            "split, velocity=True))")
+    return notes[:, :width].astype(np.float32)
+
+
+def _heads(outputs: Any) -> dict[str, np.ndarray]:
+    """A model's outputs (dict or list) as numpy, by head: ``pitch`` logits, ``step`` and
+    ``duration`` (one value each, or time-class logits), ``velocity`` logits when present."""
     from keras import ops
 
-    from .timing import timing_point
-
     if isinstance(outputs, dict):
-        pitch, step, duration = outputs["pitch"], outputs["step"], outputs["duration"]
+        named = {k: outputs[k] for k in HEADS if k in outputs}
     else:
-        pitch, step, duration = outputs
-    pitch, step, duration = (o if isinstance(o, np.ndarray) else np.asarray(ops.convert_to_numpy(o))
-                             for o in (pitch, step, duration))
-    return pitch, timing_point(step), timing_point(duration)
+        named = dict(zip(HEADS, outputs))
+    return {k: o if isinstance(o, np.ndarray) else np.asarray(ops.convert_to_numpy(o))
+            for k, o in named.items()}
 
 
-def _predict(model: Any, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, ...]:
-    """Run ``model`` over ``x`` in fixed-size batches (one traced graph; the tail is padded)."""
-    outs: list[tuple[np.ndarray, ...]] = []
+def _predict(model: Any, x: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """Run ``model`` over ``x`` in fixed-size batches (one traced graph; the tail is padded);
+    sequence outputs are cut to their last position (the only one with the whole window)."""
+    outs: list[dict[str, np.ndarray]] = []
     n = len(x)
     for start in range(0, n, batch_size):
         batch = x[start:start + batch_size]
         short = batch_size - len(batch)
         if short and n > batch_size:  # keep the batch shape so no new graph is traced
             batch = np.concatenate([batch, np.zeros((short, *batch.shape[1:]), batch.dtype)])
+        keep = len(batch) - (short if n > batch_size else 0)
         heads = _heads(model.predict_on_batch(batch))
-        outs.append(tuple(h[:len(batch) - (short if n > batch_size else 0)] for h in heads))
-    return tuple(np.concatenate([o[i] for o in outs]) for i in range(3))
+        outs.append({k: (h[:, -1] if h.ndim == 3 else h)[:keep] for k, h in heads.items()})
+    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
 
 def _select_positions(candidates: np.ndarray, max_positions: int | None) -> np.ndarray:
@@ -312,28 +343,24 @@ def score_windows(model: Any, pieces: Sequence[np.ndarray] | Any, seq_length: in
     ``targets="last"`` learnt, and the last position of a ``targets="all"`` model's training
     window. The windows are batched (``batch_size`` per forward pass); a model with sequence
     outputs is scored at the last position of each window, which is the only one with the full
-    context. Returns :class:`PredictionScores` (and the per-note NLL array with
+    context. Every categorical head is scored by its NLL (see :class:`PredictionScores`).
+    Returns :class:`PredictionScores` (and the per-note pitch NLL array with
     ``return_per_note``).
     """
     pieces = as_pieces(pieces)
     _check_seq_length(model, seq_length)
     notes, _, targets = window_targets(pieces, seq_length, min_position, max_positions)
     acc = _Accumulator()
+    per_note = []
     offsets_in_window = np.arange(-int(seq_length), 0)
-    x_all = notes.astype(np.float32)
+    x_all = _model_notes(model, notes)
     for start in _progress(range(0, len(targets), chunk_size), progress, "scoring windows"):
         t = targets[start:start + chunk_size]
         windows = x_all[t[:, None] + offsets_in_window[None, :]]
-        pitch, step, duration = _predict(model, windows, batch_size)
-        if pitch.ndim == 3:  # sequence outputs: the last position has the full context
-            pitch, step, duration = pitch[:, -1], step[:, -1], duration[:, -1]
-        true = notes[t]
-        nll, top1, top5 = pitch_scores(pitch, true[:, 0].astype(np.int64))
-        acc.add(nll, top1, top5, np.abs(np.maximum(step[:, 0], 0) - true[:, 1]),
-                np.abs(np.maximum(duration[:, 0], 0) - true[:, 2]))
+        per_note.append(acc.add_predictions(_predict(model, windows, batch_size), notes[t]))
     scores = acc.result(name, f"window ({seq_length} notes)")
     if return_per_note:
-        return scores, np.concatenate(acc.nll)
+        return scores, np.concatenate(per_note)
     return scores
 
 
@@ -398,17 +425,15 @@ def score_carried(model: Any, pieces: Sequence[np.ndarray] | Any, *, name: str =
     per_note: list[np.ndarray] = []
     for start in _progress(range(0, len(usable), batch_size), progress, "scoring pieces"):
         group = [pieces[i] for i in usable[start:start + batch_size]]
-        longest = max(len(p) for p in group)
-        x = np.zeros((len(group), longest - 1, 3), np.float32)
-        for row, piece in enumerate(group):
-            x[row, :len(piece) - 1] = piece[:-1]
-        pitch, step, duration = _heads(seq_model.predict_on_batch(x))
+        inputs = [_model_notes(model, piece[:-1]) for piece in group]
+        x = np.zeros((len(group), max(len(i) for i in inputs), inputs[0].shape[1]), np.float32)
+        for row, piece_input in enumerate(inputs):
+            x[row, :len(piece_input)] = piece_input
+        heads = _heads(seq_model.predict_on_batch(x))
         for row, piece in enumerate(group):
             idx = np.arange(min_position, len(piece))  # targets; their output sits at idx - 1
-            nll, top1, top5 = pitch_scores(pitch[row, idx - 1], piece[idx, 0].astype(np.int64))
-            acc.add(nll, top1, top5, np.abs(np.maximum(step[row, idx - 1, 0], 0) - piece[idx, 1]),
-                    np.abs(np.maximum(duration[row, idx - 1, 0], 0) - piece[idx, 2]))
-            per_note.append(nll)
+            per_note.append(acc.add_predictions({k: h[row, idx - 1] for k, h in heads.items()},
+                                                piece[idx]))
     scores = acc.result(name, "carried (whole piece)")
     if return_per_note:
         return scores, np.concatenate(per_note)
@@ -420,27 +445,44 @@ def score_carried(model: Any, pieces: Sequence[np.ndarray] | Any, *, name: str =
 # ---------------------------------------------------------------------------------------------
 
 
-def _pitch_sequences(pieces: Sequence[np.ndarray]) -> list[np.ndarray]:
-    return [np.asarray(p)[:, 0].astype(np.int64) for p in pieces]
+def _head_classes(head: str, n_classes: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The function from a note array to the class sequence of ``head`` (int64)."""
+    from .timing import time_classes
+
+    if head == "pitch":
+        return lambda notes: notes[:, 0].astype(np.int64)
+    if head in ("step", "duration"):
+        column = 1 if head == "step" else 2
+        return lambda notes: time_classes(notes[:, column])
+
+    def velocity(notes: np.ndarray) -> np.ndarray:
+        from .timing import velocity_classes
+
+        if notes.shape[1] < 4:
+            raise MusicRNNError("a velocity n-gram model needs notes with a velocity column "
+                                "(4 columns: pitch, step, duration, velocity)")
+        return velocity_classes(notes[:, 3], bins=n_classes)
+
+    return velocity
 
 
-def _encode(symbols: np.ndarray) -> np.ndarray:
-    """Rows of symbols (0..128, oldest first) -> int64 keys in base 129."""
+def _encode(symbols: np.ndarray, base: int) -> np.ndarray:
+    """Rows of symbols (0 .. base - 1, oldest first) -> int64 keys in ``base``."""
     key = np.zeros(len(symbols), dtype=np.int64)
     for j in range(symbols.shape[1]):
-        key = key * (N_PITCHES + 1) + symbols[:, j]
+        key = key * base + symbols[:, j]
     return key
 
 
-def _grams(pitches: Sequence[np.ndarray], order: int,
+def _grams(sequences: Sequence[np.ndarray], order: int, pad: int,
            min_position: int = 0) -> np.ndarray:
-    """``(n, order + 1)`` rows: the ``order`` pitches before each note (PAD before the piece
-    start), then the note's own pitch; one row per note at position >= ``min_position``."""
+    """``(n, order + 1)`` rows: the ``order`` symbols before each note (``pad`` before the piece
+    start), then the note's own symbol; one row per note at position >= ``min_position``."""
     rows = []
-    for seq in pitches:
+    for seq in sequences:
         if len(seq) <= min_position:
             continue
-        padded = np.concatenate([np.full(order, _PAD, np.int64), seq])
+        padded = np.concatenate([np.full(order, pad, np.int64), seq])
         idx = np.arange(min_position, len(seq))[:, None] + np.arange(order + 1)[None, :]
         rows.append(padded[idx])
     if not rows:
@@ -450,9 +492,10 @@ def _grams(pitches: Sequence[np.ndarray], order: int,
 
 @dataclass
 class _Level:
-    """Counts of one n-gram level: sorted keys of (context + pitch), their counts, and per
-    context the total count and the number of distinct following pitches."""
+    """Counts of one n-gram level: sorted keys of (context + symbol), their counts, and per
+    context the total count and the number of distinct following symbols."""
 
+    base: int
     keys: np.ndarray
     counts: np.ndarray
     context_keys: np.ndarray
@@ -460,16 +503,17 @@ class _Level:
     context_types: np.ndarray
 
     @classmethod
-    def from_keys(cls, keys: np.ndarray, counts: np.ndarray) -> "_Level":
-        contexts, inverse = np.unique(keys // (N_PITCHES + 1), return_inverse=True)
+    def from_keys(cls, keys: np.ndarray, counts: np.ndarray, base: int) -> "_Level":
+        contexts, inverse = np.unique(keys // base, return_inverse=True)
         return cls(
-            keys=keys, counts=counts.astype(np.float64), context_keys=contexts,
+            base=base, keys=keys, counts=counts.astype(np.float64), context_keys=contexts,
             context_totals=np.bincount(inverse, weights=counts, minlength=len(contexts)),
             context_types=np.bincount(inverse, minlength=len(contexts)).astype(np.float64),
         )
 
     def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(count of the n-gram, total count of its context, distinct pitches after the context)."""
+        """(count of the n-gram, total count of its context, distinct symbols after the
+        context)."""
         def find(table, values, query):
             if not len(table):
                 return np.zeros(len(query))
@@ -477,66 +521,92 @@ class _Level:
             return np.where(table[i] == query, values[i], 0.0)
 
         return (find(self.keys, self.counts, keys),
-                find(self.context_keys, self.context_totals, keys // (N_PITCHES + 1)),
-                find(self.context_keys, self.context_types, keys // (N_PITCHES + 1)))
+                find(self.context_keys, self.context_totals, keys // self.base),
+                find(self.context_keys, self.context_types, keys // self.base))
 
 
-class NGramPitchModel:
-    """A Markov model of pitch with interpolated Kneser-Ney smoothing (numpy, vectorised).
+class NGramModel:
+    """A Markov model of one head's classes with interpolated Kneser-Ney smoothing (numpy).
 
-    ``order`` is the number of previous notes the model looks at: 0 is a unigram model (absolute
-    discounting towards the uniform distribution), 2 is "Markov-2" (a trigram model). Level ``k``
-    mixes the discounted counts of the ``k``-note context with the level below::
+    ``head`` says what it models: ``pitch`` (128 MIDI pitches, the default), ``step`` or
+    ``duration`` (the 128 time classes of :mod:`musicrnn.timing`) or ``velocity`` (velocity
+    classes, ``n_classes`` of them: 32 by default). ``order`` is the number of previous notes
+    the model looks at: 0 is a unigram model (absolute discounting towards the uniform
+    distribution), 2 is "Markov-2" (a trigram model). Level ``k`` mixes the discounted counts of
+    the ``k``-note context with the level below::
 
         P_k(w | h) = max(c(h w) - D_k, 0) / c(h) + D_k * N1+(h .) / c(h) * P_{k-1}(w | h')
 
     where ``h'`` drops the oldest note, ``c`` are raw counts at the top level and continuation
     counts (distinct left neighbours) below it, and contexts never seen fall through to the level
-    below. Contexts are hashed into one int64 key per n-gram (base 129: 128 pitches plus "before
-    the piece"), so fitting and scoring are ``np.unique`` / ``np.searchsorted`` over arrays.
-    The discounts ``D_k`` are tuned on validation pieces by :meth:`tune`.
+    below. Contexts are hashed into one int64 key per n-gram (base ``n_classes + 1``: the classes
+    plus "before the piece"), so fitting and scoring are ``np.unique`` / ``np.searchsorted`` over
+    arrays. The discounts ``D_k`` are tuned on validation pieces by :meth:`tune`.
     """
 
-    def __init__(self, order: int, discounts: Sequence[float] | float = 0.75):
-        if not 0 <= int(order) <= 8:
-            raise MusicRNNError(f"n-gram order must be 0-8 (int64 keys), got {order}")
+    def __init__(self, order: int, discounts: Sequence[float] | float = 0.75, *,
+                 head: str = "pitch", n_classes: int | None = None):
+        from .timing import TIME_BINS, VELOCITY_BINS
+
+        if head not in HEADS:
+            raise MusicRNNError(f"an n-gram model's head is one of {', '.join(HEADS)}, got "
+                                f"{head!r}")
+        default = {"pitch": N_PITCHES, "step": TIME_BINS, "duration": TIME_BINS,
+                   "velocity": VELOCITY_BINS}[head]
+        self.n_classes = int(n_classes or default)
+        if head != "velocity" and self.n_classes != default:
+            raise MusicRNNError(f"the {head} head has {default} classes, not {n_classes}")
+        max_order = int(63 * math.log(2) / math.log(self.n_classes + 1)) - 1  # int64 keys
+        if not 0 <= int(order) <= max_order:
+            raise MusicRNNError(f"n-gram order must be 0-{max_order} (int64 keys of "
+                                f"{self.n_classes + 1} symbols), got {order}")
         self.order = int(order)
+        self.head = head
         d = [float(discounts)] * (self.order + 1) if np.isscalar(discounts) else list(discounts)
         if len(d) != self.order + 1 or not all(0 < x < 1 for x in d):
             raise MusicRNNError(f"discounts must be {self.order + 1} values in (0, 1), got {d}")
         self.discounts = d
         self.levels: list[_Level] = []
+        self._classes = _head_classes(head, self.n_classes)
 
     @property
     def name(self) -> str:
         return "unigram" if self.order == 0 else f"markov{self.order}"
 
-    def fit(self, pieces: Sequence[np.ndarray] | Any) -> "NGramPitchModel":
-        """Count the training pieces' pitches (arrays, note tables or a ``NoteCorpus``)."""
-        pitches = _pitch_sequences(as_pieces(pieces, "training pieces"))
-        grams = _grams(pitches, self.order)
+    @property
+    def _base(self) -> int:
+        return self.n_classes + 1  # the classes and "before the piece"
+
+    def _sequence_grams(self, pieces: Any, min_position: int = 0,
+                        what: str = "pieces") -> np.ndarray:
+        sequences = [self._classes(p) for p in as_pieces(pieces, what)]
+        return _grams(sequences, self.order, self.n_classes, min_position)
+
+    def fit(self, pieces: Sequence[np.ndarray] | Any) -> "NGramModel":
+        """Count the training pieces' classes (arrays, note tables or a ``NoteCorpus``)."""
+        grams = self._sequence_grams(pieces, what="training pieces")
         if not len(grams):
             raise MusicRNNError("no training notes to fit the n-gram model on")
         levels = []
         for k in range(self.order + 1):
             cols = grams[:, self.order - k:]
-            if k == self.order:  # raw counts of (k-note context, pitch)
-                keys, counts = np.unique(_encode(cols), return_counts=True)
+            if k == self.order:  # raw counts of (k-note context, symbol)
+                keys, counts = np.unique(_encode(cols, self._base), return_counts=True)
             else:  # continuation counts: distinct notes before the (k+1)-gram
-                longer = np.unique(_encode(grams[:, self.order - k - 1:]))
-                keys, counts = np.unique(longer % (N_PITCHES + 1) ** (k + 1), return_counts=True)
-            levels.append(_Level.from_keys(keys, counts))
+                longer = np.unique(_encode(grams[:, self.order - k - 1:], self._base))
+                keys, counts = np.unique(longer % self._base ** (k + 1), return_counts=True)
+            levels.append(_Level.from_keys(keys, counts, self._base))
         self.levels = levels
         return self
 
     def _lookups(self, grams: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         if not self.levels:
             raise MusicRNNError("fit the n-gram model before scoring with it")
-        return [self.levels[k].lookup(_encode(grams[:, self.order - k:]))
+        return [self.levels[k].lookup(_encode(grams[:, self.order - k:], self._base))
                 for k in range(self.order + 1)]
 
     def _combine(self, lookups, discounts: Sequence[float]) -> np.ndarray:
-        prob = np.full(len(lookups[0][0]), 1.0 / N_PITCHES)
+        prob = np.full(len(lookups[0][0]), 1.0 / self.n_classes)
         for (count, total, types), d in zip(lookups, discounts):
             seen = total > 0
             safe = np.where(seen, total, 1.0)
@@ -547,41 +617,45 @@ class NGramPitchModel:
     def log_prob(self, pieces: Sequence[np.ndarray] | Any, min_position: int = 0) -> np.ndarray:
         """Natural-log probability of every note at position >= ``min_position`` of each piece,
         concatenated in piece order."""
-        grams = _grams(_pitch_sequences(as_pieces(pieces)), self.order, min_position)
+        grams = self._sequence_grams(pieces, min_position)
         return np.log(self._combine(self._lookups(grams), self.discounts))
 
     def predict_log_proba(self, contexts: np.ndarray) -> np.ndarray:
-        """``(n, 128)`` log-probabilities of the next pitch after each row of ``contexts``
-        (``(n, order)`` pitches, oldest first; 128 marks "before the piece")."""
+        """``(n, n_classes)`` log-probabilities of the next class after each row of ``contexts``
+        (``(n, order)`` classes, oldest first; ``n_classes`` marks "before the piece")."""
         contexts = np.asarray(contexts, dtype=np.int64).reshape(len(contexts), self.order)
-        n = len(contexts)
-        grams = np.concatenate([np.repeat(contexts, N_PITCHES, axis=0),
-                                np.tile(np.arange(N_PITCHES), n)[:, None]], axis=1)
+        n, k = len(contexts), self.n_classes
+        grams = np.concatenate([np.repeat(contexts, k, axis=0),
+                                np.tile(np.arange(k), n)[:, None]], axis=1)
         prob = self._combine(self._lookups(grams), self.discounts)
-        return np.log(prob.reshape(n, N_PITCHES))
+        return np.log(prob.reshape(n, k))
 
     def score(self, pieces: Sequence[np.ndarray] | Any, min_position: int = 0,
               max_positions: int | None = None, chunk_size: int = 8192) -> PredictionScores:
-        """Pitch NLL, perplexity and top-1/top-5 accuracy on notes at position >= ``min_position``
-        (``max_positions`` keeps an evenly spaced subset, as :func:`window_targets` does)."""
-        grams = _grams(_pitch_sequences(as_pieces(pieces)), self.order, min_position)
-        keep = _select_positions(np.arange(len(grams)), max_positions)
-        grams = grams[keep]
+        """The head's NLL on notes at position >= ``min_position`` (``max_positions`` keeps an
+        evenly spaced subset, as :func:`window_targets` does); for pitch also perplexity and
+        top-1/top-5 accuracy."""
+        grams = self._sequence_grams(pieces, min_position)
+        grams = grams[_select_positions(np.arange(len(grams)), max_positions)]
         if not len(grams):
             raise MusicRNNError(f"no notes at position >= {min_position} to score")
         acc = _Accumulator()
         for start in range(0, len(grams), chunk_size):
             g = grams[start:start + chunk_size]
             logp = self.predict_log_proba(g[:, :self.order])
-            acc.add(*pitch_scores(logp, g[:, self.order]))
+            if self.head == "pitch":
+                nll, top1, top5 = pitch_scores(logp, g[:, self.order])
+                acc.add(nll=nll, top1=top1, top5=top5)
+            else:
+                acc.add(**{f"{self.head}_nll": class_nll(logp, g[:, self.order])})
         return acc.result(self.name, f"{self.order} previous notes")
 
     def tune(self, validation: Sequence[np.ndarray] | Any,
              grid: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
-             sweeps: int = 2) -> "NGramPitchModel":
+             sweeps: int = 2) -> "NGramModel":
         """Choose each level's discount on validation pieces (coordinate descent over ``grid``),
         minimising the validation NLL."""
-        grams = _grams(_pitch_sequences(as_pieces(validation, "validation pieces")), self.order)
+        grams = self._sequence_grams(validation, what="validation pieces")
         if not len(grams):
             return self
         lookups = self._lookups(grams)
@@ -598,9 +672,29 @@ class NGramPitchModel:
         return self
 
 
+NGramPitchModel = NGramModel  # the pitch model: NGramModel's default head
+"""The n-gram model of pitch (:class:`NGramModel` with ``head="pitch"``, the default)."""
+
+
+def _fit_tuned(models: Iterable[NGramModel], train: list[np.ndarray],
+               validation: list[np.ndarray]) -> dict[str, NGramModel]:
+    """Fit each model on ``train`` with its discounts tuned on ``validation`` (or, without
+    validation pieces, on every fifth training piece set aside, then refitted on all)."""
+    tune_fit, tune_on = train, validation
+    if not validation and len(train) >= 5:
+        tune_fit = [p for i, p in enumerate(train) if i % 5 != 4]
+        tune_on = train[4::5]
+    fitted = {}
+    for m in models:
+        if tune_on:
+            m.fit(tune_fit).tune(tune_on)
+        fitted[m.name] = m.fit(train)
+    return fitted
+
+
 def fit_ngram_baselines(train: Sequence[np.ndarray] | Any,
                         validation: Sequence[np.ndarray] | Any | None = None,
-                        orders: Iterable[int] = (0, 1, 2, 3, 4)) -> dict[str, NGramPitchModel]:
+                        orders: Iterable[int] = (0, 1, 2, 3, 4)) -> dict[str, NGramModel]:
     """Unigram and Markov pitch models fitted on ``train``, discounts tuned on ``validation``.
 
     Without validation pieces (when they are the held-out set), every fifth training piece is
@@ -609,27 +703,48 @@ def fit_ngram_baselines(train: Sequence[np.ndarray] | Any,
     """
     train = as_pieces(train, "training pieces")
     validation = as_pieces(validation, "validation pieces") if validation is not None else []
-    tune_fit, tune_on = train, validation
-    if not validation and len(train) >= 5:
-        tune_fit = [p for i, p in enumerate(train) if i % 5 != 4]
-        tune_on = train[4::5]
-    models = {}
-    for order in orders:
-        m = NGramPitchModel(order)
-        if tune_on:
-            m.fit(tune_fit).tune(tune_on)
-        models[m.name] = m.fit(train)
-    return models
+    return _fit_tuned([NGramModel(order) for order in orders], train, validation)
 
 
-def ngram_scores(baselines: dict[str, NGramPitchModel], pieces: Sequence[np.ndarray] | Any,
+def fit_head_baselines(train: Sequence[np.ndarray] | Any,
+                       validation: Sequence[np.ndarray] | Any | None = None, *,
+                       heads: Sequence[str] = ("step", "duration"),
+                       orders: Iterable[int] = (0, 1),
+                       velocity_bins: int | None = None) -> dict[str, dict[str, NGramModel]]:
+    """Unigram and Markov-1 models of the classes of each head but pitch, fitted on ``train``
+    (tuned as :func:`fit_ngram_baselines` tunes): ``{head: {"unigram": ..., "markov1": ...}}``.
+
+    ``step`` and ``duration`` model the time classes of :mod:`musicrnn.timing`; ``velocity``
+    (notes of 4 columns) the velocity classes, ``velocity_bins`` of them (default 32).
+    """
+    train = as_pieces(train, "training pieces")
+    validation = as_pieces(validation, "validation pieces") if validation is not None else []
+    orders = list(orders)
+    return {head: _fit_tuned([NGramModel(o, head=head,
+                                         n_classes=velocity_bins if head == "velocity" else None)
+                              for o in orders], train, validation)
+            for head in heads}
+
+
+def ngram_scores(baselines: dict[str, NGramModel], pieces: Sequence[np.ndarray] | Any,
                  min_position: int = 0, max_positions: int | None = None,
-                 context: str | None = None) -> list[PredictionScores]:
-    """:meth:`NGramPitchModel.score` of every baseline on the same positions."""
+                 context: str | None = None,
+                 head_baselines: dict[str, dict[str, NGramModel]] | None = None
+                 ) -> list[PredictionScores]:
+    """:meth:`NGramModel.score` of every pitch baseline on the same positions, one row each.
+
+    With ``head_baselines`` (:func:`fit_head_baselines`), the row of each pitch baseline also
+    gets the NLL of the same-named model of every other head, and their sum ``note_nll``.
+    """
     pieces = as_pieces(pieces)
     out = []
     for m in baselines.values():
         s = m.score(pieces, min_position=min_position, max_positions=max_positions)
+        for head, models in (head_baselines or {}).items():
+            if m.name in models:
+                other = models[m.name].score(pieces, min_position, max_positions)
+                setattr(s, f"{head}_nll", getattr(other, f"{head}_nll"))
+        s.add_note_nll()
         if context:
             s.context = context
         out.append(s)
@@ -654,217 +769,6 @@ def repeat_last_scores(pieces: Sequence[np.ndarray] | Any, min_position: int = 1
 
 
 # ---------------------------------------------------------------------------------------------
-# Musical statistics (per sample) and their comparison between sets (Yang & Lerch 2018)
-# ---------------------------------------------------------------------------------------------
-
-# The 24 major and minor scales as (24, 12) pitch-class masks (rows: C major .. B major, then
-# C minor .. B minor), for scale consistency.
-_MAJOR = np.array([1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1], dtype=bool)
-_MINOR = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0], dtype=bool)
-_SCALES = np.array([np.roll(m, k) for m in (_MAJOR, _MINOR) for k in range(12)])
-
-STATISTICS: dict[str, str] = {
-    "pitch_class_histogram": "share of notes per pitch class (12 values; compared as a vector)",
-    "pitch_range": "highest minus lowest pitch, semitones",
-    "n_pitches_used": "distinct pitches",
-    "n_pitch_classes_used": "distinct pitch classes",
-    "pitch_entropy": "Shannon entropy of the pitch histogram, bits",
-    "pitch_class_entropy": "Shannon entropy of the pitch-class histogram, bits",
-    "scale_consistency": "largest share of notes inside one major or minor scale",
-    "mean_interval": "mean |pitch change| between consecutive notes, semitones",
-    "mean_ioi": "mean inter-onset interval between distinct onsets, seconds",
-    "mean_duration": "mean note duration, seconds",
-    "note_density": "notes per second",
-    "chord_rate": "share of notes starting with the previous one (step < 30 ms)",
-    "polyphony": "mean number of notes sounding while any sounds",
-    "polyphony_rate": "share of sounding time with two or more notes",
-    "silence_rate": "share of the span with no note sounding",
-    "repeated_pitch_rate": "share of notes repeating the previous note's pitch",
-    "repeated_4gram_rate": "share of 4-note pitch patterns already heard earlier in the sample",
-}
-"""The statistics :func:`music_statistics` computes, with what each measures."""
-
-
-def _entropy_bits(counts: np.ndarray) -> float:
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log2(p)).sum()) if len(p) else 0.0
-
-
-def music_statistics(notes: Any) -> dict[str, float | np.ndarray]:
-    """The :data:`STATISTICS` of one note sequence (raw pitch/step/duration rows or a table).
-
-    The original evaluation script's set (pitch-class histogram, range, intervals, inter-onset
-    intervals, durations, polyphony) plus MusPy's (pitches and pitch classes used, pitch and
-    pitch-class entropy, polyphony rate, scale consistency) and repetition rates. Polyphony and
-    silence are measured exactly over note events, not on a time grid.
-    """
-    notes = as_notes(notes)
-    if not len(notes):
-        raise MusicRNNError("cannot compute statistics of an empty note sequence")
-    pitch = notes[:, 0].astype(np.int64)
-    step, duration = notes[:, 1], notes[:, 2]
-    start = np.cumsum(step) - step[0]
-    end = start + duration
-    pitch_counts = np.bincount(pitch, minlength=N_PITCHES).astype(float)
-    pc_counts = np.bincount(pitch % 12, minlength=12).astype(float)
-    n = len(notes)
-
-    # polyphony over events: +1 at each onset, -1 at each offset (offsets first at equal times)
-    times = np.concatenate([end, start])
-    delta = np.concatenate([-np.ones(n), np.ones(n)])
-    order = np.lexsort((delta, times))
-    times, active = times[order], np.cumsum(delta[order])
-    spans = np.diff(times)
-    active = active[:-1]
-    span = end.max() - start.min()
-    sounding = spans[active > 0].sum()
-    onsets_apart = step[1:][step[1:] >= _CHORD_STEP]
-
-    grams = (np.lib.stride_tricks.sliding_window_view(pitch, 4) if n >= 4
-             else np.zeros((0, 4), np.int64))
-    if len(grams):
-        keys = _encode(grams)
-        _, first = np.unique(keys, return_index=True)
-        repeated_4gram = 1.0 - len(first) / len(keys)
-    else:
-        repeated_4gram = 0.0
-
-    return {
-        "pitch_class_histogram": pc_counts / n,
-        "pitch_range": float(pitch.max() - pitch.min()),
-        "n_pitches_used": float((pitch_counts > 0).sum()),
-        "n_pitch_classes_used": float((pc_counts > 0).sum()),
-        "pitch_entropy": _entropy_bits(pitch_counts),
-        "pitch_class_entropy": _entropy_bits(pc_counts),
-        "scale_consistency": float((_SCALES @ pc_counts).max() / n),
-        "mean_interval": float(np.abs(np.diff(pitch)).mean()) if n > 1 else 0.0,
-        "mean_ioi": float(onsets_apart.mean()) if len(onsets_apart) else 0.0,
-        "mean_duration": float(duration.mean()),
-        "note_density": float(n / span) if span > 0 else 0.0,
-        "chord_rate": float((step[1:] < _CHORD_STEP).mean()) if n > 1 else 0.0,
-        "polyphony": float((spans * active)[active > 0].sum() / sounding) if sounding > 0 else 0.0,
-        "polyphony_rate": float(spans[active >= 2].sum() / sounding) if sounding > 0 else 0.0,
-        "silence_rate": float(spans[active <= 0].sum() / span) if span > 0 else 0.0,
-        "repeated_pitch_rate": float((np.diff(pitch) == 0).mean()) if n > 1 else 0.0,
-        "repeated_4gram_rate": float(repeated_4gram),
-    }
-
-
-def _kde_pair(a: np.ndarray, b: np.ndarray, grid_size: int = 1024):
-    """Gaussian KDEs (Scott's bandwidth, floored) of two 1-D samples on one shared grid.
-
-    Samples are binned onto the grid and convolved with the sampled kernel (the usual fast KDE):
-    cost grows with the grid, not with the number of samples.
-    """
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    if not len(a) or not len(b) or not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise MusicRNNError("overlap/KL need two non-empty samples of finite values")
-    lo, hi = min(a.min(), b.min()), max(a.max(), b.max())
-    scale = max(hi - lo, np.abs(np.concatenate([a, b])).max() * 1e-3, 1e-9)
-    floor = 0.02 * scale
-
-    def bandwidth(x):
-        return max(x.std(ddof=1) * len(x) ** (-0.2) if len(x) > 1 else 0.0, floor)
-
-    ha, hb = bandwidth(a), bandwidth(b)
-    width = 5 * max(ha, hb)
-    grid = np.linspace(lo - width, hi + width, grid_size)
-    dx = grid[1] - grid[0]
-
-    def pdf(x, h):
-        counts = np.bincount(np.rint((x - grid[0]) / dx).astype(np.int64), minlength=grid_size)
-        half = int(min(grid_size - 1, math.ceil(5 * h / dx)))
-        kernel = np.exp(-0.5 * (np.arange(-half, half + 1) * dx / h) ** 2)
-        smoothed = np.convolve(counts[:grid_size].astype(np.float64), kernel, mode="same")
-        return smoothed / (smoothed.sum() * dx)
-
-    return grid, pdf(a, ha), pdf(b, hb)
-
-
-def _overlap_and_kl(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    grid, p, q = _kde_pair(np.asarray(a), np.asarray(b))
-    dx = grid[1] - grid[0]
-    overlap = float(min(1.0, np.minimum(p, q).sum() * dx))
-    q = np.maximum(q, 1e-12)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        integrand = np.where(p > 0, p * np.log(np.maximum(p, 1e-300) / q), 0.0)
-    return overlap, float(max(0.0, integrand.sum() * dx))
-
-
-def overlap_area(a: Sequence[float], b: Sequence[float]) -> float:
-    """Overlapping area of the two samples' density estimates: 1 for identical samples, 0 for
-    disjoint ones (the integral of the smaller of the two PDFs, Yang & Lerch 2018)."""
-    return _overlap_and_kl(a, b)[0]
-
-
-def kl_divergence(a: Sequence[float], b: Sequence[float]) -> float:
-    """KL(a || b) in nats between the two samples' density estimates (0 for identical samples;
-    the second density is floored at 1e-12 so the value stays finite)."""
-    return _overlap_and_kl(a, b)[1]
-
-
-def _feature_matrix(stats: list[dict], name: str) -> np.ndarray:
-    return np.array([np.atleast_1d(s[name]) for s in stats], dtype=np.float64)
-
-
-def _pairwise(x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
-    """Euclidean distances between rows: all pairs i < j of ``x`` or all pairs (x_i, y_j)."""
-    if y is None:
-        i, j = np.triu_indices(len(x), k=1)
-        return np.linalg.norm(x[i] - x[j], axis=1)
-    return np.linalg.norm(x[:, None, :] - y[None, :, :], axis=2).ravel()
-
-
-def compare_statistics(generated: Sequence[Any], reference: Sequence[Any],
-                       statistics: Sequence[str] | None = None):
-    """Compare generated samples with reference (held-out) samples, one row per statistic.
-
-    Yang & Lerch (2018): for each statistic, the *intra-set* distances (between every two
-    reference samples) and the *inter-set* distances (between every reference and every generated
-    sample) are smoothed into densities; ``overlap_area`` is the area the two densities share
-    (1: the generated samples sit among the reference ones as the references sit among
-    themselves) and ``kl_divergence`` is KL(intra || inter). ``value_overlap`` compares the
-    statistic's own values directly. The pitch-class histogram is compared as a 12-vector.
-    Returns a DataFrame indexed by statistic.
-    """
-    import pandas as pd
-
-    if len(generated) < 1 or len(reference) < 2:
-        raise MusicRNNError(
-            "comparing statistics needs at least 1 generated and 2 reference samples "
-            f"(got {len(generated)} and {len(reference)}); sample more"
-        )
-    gen = [music_statistics(s) for s in generated]
-    ref = [music_statistics(s) for s in reference]
-    names = list(statistics or STATISTICS)
-    unknown = sorted(set(names) - set(STATISTICS))
-    if unknown:
-        raise MusicRNNError(f"unknown statistics {unknown}; choose from {sorted(STATISTICS)}")
-    rows = []
-    for name in names:
-        g, r = _feature_matrix(gen, name), _feature_matrix(ref, name)
-        intra, inter = _pairwise(r), _pairwise(r, g)
-        row = {
-            "statistic": name,
-            "reference_mean": float(r.mean(axis=0).mean()) if r.shape[1] > 1 else float(r.mean()),
-            "reference_std": float(r.std(axis=0).mean()) if r.shape[1] > 1 else float(r.std()),
-            "generated_mean": float(g.mean(axis=0).mean()) if g.shape[1] > 1 else float(g.mean()),
-            "generated_std": float(g.std(axis=0).mean()) if g.shape[1] > 1 else float(g.std()),
-        }
-        row["overlap_area"], row["kl_divergence"] = _overlap_and_kl(intra, inter)
-        if r.shape[1] == 1:
-            row["value_overlap"], row["value_kl"] = _overlap_and_kl(r[:, 0], g[:, 0])
-        else:  # a histogram: compare the pooled histograms by their shared mass
-            pr, pg = r.mean(axis=0), g.mean(axis=0)
-            row["value_overlap"] = float(np.minimum(pr, pg).sum())
-            row["value_kl"] = float((pr * np.log(np.maximum(pr, 1e-12)
-                                                 / np.maximum(pg, 1e-12)))[pr > 0].sum())
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("statistic")
-
-
-# ---------------------------------------------------------------------------------------------
 # Generated against held-out music: primers, continuations, the temperature sweep
 # ---------------------------------------------------------------------------------------------
 
@@ -875,7 +779,8 @@ def continuation_segments(pieces: Sequence[np.ndarray] | Any, primer_length: int
 
     Each pair is ``primer_length + num_notes`` consecutive notes of one piece, drawn uniformly
     over every such span of every long-enough piece (without repeats while there are enough).
-    Returns ``(primers (S, primer_length, 3) float32, continuations [S x (num_notes, 3)])``;
+    Returns ``(primers (S, primer_length, c) float32, continuations [S x (num_notes, c)])``
+    with the pieces' ``c`` columns (3, or 4 with velocity);
     the continuations are the reference the generated music is compared with.
     """
     pieces = as_pieces(pieces)
@@ -907,7 +812,7 @@ def generate_continuations(model: Any, primers: np.ndarray, num_notes: int,
                            temperature: float = 1.0, seed: int = 0, **sampler_options: Any
                            ) -> list[np.ndarray]:
     """Sample ``num_notes`` after each primer (one batch, :class:`musicrnn.generation.Sampler`);
-    returns one ``(num_notes, 3)`` array per primer."""
+    returns one ``(num_notes, 3)`` array per primer (4 columns for a model with velocity)."""
     from .generation import Sampler
 
     primers = np.asarray(primers, dtype=np.float32)
@@ -917,40 +822,126 @@ def generate_continuations(model: Any, primers: np.ndarray, num_notes: int,
     return [np.asarray(o, dtype=np.float64) for o in out]
 
 
+def next_temperature(overlaps: Mapping[float, float],
+                     min_temperature: float = MIN_TEMPERATURE) -> float | None:
+    """The temperature to try next so that the best one is not at the edge of those tried.
+
+    ``overlaps`` maps every temperature tried to its score (higher is better; ties go to the
+    lower temperature, as :func:`best_temperature` breaks them). When the best is the lowest
+    tried, one step lower: down by the spacing of the two lowest, but at most halving and never
+    below ``min_temperature`` (0.5, 0.75 -> 0.25 -> 0.125 -> 0.0625 -> 0.05); when the best is
+    the highest, one step higher by the spacing of the two highest (1.25, 1.5 -> 1.75 -> 2.0).
+    None when the best is inside, fewer than two temperatures were tried (one temperature is
+    not a sweep), or the lowest is already ``min_temperature``.
+    """
+    temps = sorted(float(t) for t in overlaps)
+    if len(temps) < 2:
+        return None
+    best = max(temps, key=lambda t: (overlaps[t], -t))
+    if best == temps[0]:
+        if temps[0] <= min_temperature * (1 + 1e-9):
+            return None
+        step_down = max(temps[0] - (temps[1] - temps[0]), temps[0] / 2, min_temperature)
+        return round(step_down, 6)
+    if best == temps[-1]:
+        return round(temps[-1] + (temps[-1] - temps[-2]), 6)
+    return None
+
+
+def _check_sweep(temperatures: Sequence[float], max_extensions: int,
+                 min_temperature: float) -> list[float]:
+    """The temperatures asked for, sorted and checked, or a clear error."""
+    try:
+        asked = sorted({float(t) for t in temperatures})
+    except (TypeError, ValueError):
+        asked = []
+    if not asked or any(not t > 0 or not math.isfinite(t) for t in asked):
+        raise MusicRNNError(f"temperatures must be positive numbers, got {list(temperatures)}")
+    if int(max_extensions) < 0 or not float(min_temperature) > 0:
+        raise MusicRNNError(f"max_extensions must be >= 0 and min_temperature > 0, got "
+                            f"{max_extensions} and {min_temperature}")
+    return asked
+
+
+def sweep_until_inside(score: Callable[[float], float], temperatures: Sequence[float], *,
+                       max_extensions: int = MAX_EXTENSIONS,
+                       min_temperature: float = MIN_TEMPERATURE) -> dict[float, float]:
+    """Score every temperature, then step past the edge while the best is there.
+
+    ``score(t)`` is higher for better temperatures. After the grid, :func:`next_temperature`
+    adds one temperature at a time, at most ``max_extensions``, never below ``min_temperature``
+    (or the lowest temperature asked for, when that is lower). Returns ``{temperature: score}``
+    in the order tried.
+    """
+    asked = _check_sweep(temperatures, max_extensions, min_temperature)
+    floor = min(float(min_temperature), asked[0])
+    scores = {t: float(score(t)) for t in asked}
+    for _ in range(int(max_extensions)):
+        t = next_temperature(scores, floor)
+        if t is None:
+            break
+        scores[t] = float(score(t))
+    return scores
+
+
 def temperature_sweep(model: Any, primers: np.ndarray, reference: Sequence[np.ndarray],
                       temperatures: Sequence[float], *, seed: int = 0,
                       statistics: Sequence[str] | None = None, progress: bool = False,
-                      **sampler_options: Any):
+                      max_extensions: int = MAX_EXTENSIONS,
+                      min_temperature: float = MIN_TEMPERATURE, **sampler_options: Any):
     """Generate continuations of ``primers`` at each temperature and compare them with the true
-    continuations ``reference`` (:func:`compare_statistics`).
+    continuations ``reference`` (:func:`musicrnn.statistics.compare_statistics`).
 
-    Returns ``(sweep, comparisons, samples)``: a DataFrame with one row per temperature (mean
-    overlap area and KL divergence over the statistics, then each statistic's overlap), the
-    per-temperature comparison tables, and the generated samples. The best temperature is the
-    row with the largest mean overlap: :func:`best_temperature`.
+    When the best temperature is the lowest or the highest of those tried, the sweep goes one
+    step further in that direction (:func:`next_temperature`) until the best is inside, at most
+    ``max_extensions`` more temperatures (0: exactly the grid given), never below
+    ``min_temperature`` (see :func:`sweep_until_inside`). Returns ``(sweep, comparisons,
+    samples)``: a DataFrame with one row per temperature tried, in increasing order (mean
+    overlap area and KL divergence over the statistics, ``added``: whether the sweep added it
+    beyond the grid, then each statistic's overlap), the per-temperature comparison tables, and
+    the generated samples. The best
+    temperature is the row with the largest mean overlap: :func:`best_temperature`;
+    ``sweep.attrs["at_edge"]`` says whether it is still the lowest or highest tried (the cap
+    or the floor was reached first).
     """
     import pandas as pd
 
-    temperatures = [float(t) for t in temperatures]
-    if not temperatures or any(not t > 0 for t in temperatures):
-        raise MusicRNNError(f"temperatures must be positive numbers, got {temperatures}")
-    iterator = temperatures
+    asked = _check_sweep(temperatures, max_extensions, min_temperature)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(temperatures, desc="temperature sweep")
-    rows, comparisons, samples = [], {}, {}
+        bar = tqdm(total=len(asked), desc="temperature sweep")
+    rows, comparisons, samples = {}, {}, {}
     num_notes = len(reference[0])
-    for t in iterator:
+
+    def run(t: float) -> float:
         generated = generate_continuations(model, primers, num_notes, t, seed, **sampler_options)
         table = compare_statistics(generated, reference, statistics)
         comparisons[t], samples[t] = table, generated
         row = {"temperature": t, "overlap_area": float(table["overlap_area"].mean()),
                "kl_divergence": float(table["kl_divergence"].mean()),
-               "value_overlap": float(table["value_overlap"].mean())}
+               "value_overlap": float(table["value_overlap"].mean()), "added": t not in asked}
         row.update({f"overlap_{k}": float(v) for k, v in table["overlap_area"].items()})
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("temperature"), comparisons, samples
+        rows[t] = row
+        if bar is not None:
+            bar.update(1)
+        return row["overlap_area"]
+
+    def extending(t: float) -> float:
+        if bar is not None and t not in asked:
+            bar.total += 1
+            bar.refresh()
+        return run(t)
+
+    sweep_until_inside(extending, asked, max_extensions=max_extensions,
+                       min_temperature=min_temperature)
+    if bar is not None:
+        bar.close()
+    sweep = pd.DataFrame([rows[t] for t in sorted(rows)]).set_index("temperature")
+    best = best_temperature(sweep)
+    sweep.attrs["at_edge"] = bool(len(sweep) > 1 and best in (sweep.index[0], sweep.index[-1]))
+    return sweep, comparisons, samples
 
 
 def best_temperature(sweep) -> float:
@@ -1061,45 +1052,60 @@ def evaluate_model(model: Any, corpus: Any, *, seq_length: int, config: Any = No
                    temperatures: Sequence[float] = DEFAULT_TEMPERATURES, num_samples: int = 64,
                    num_notes: int = 100, seed: int = 0, min_position: int | None = None,
                    max_positions: int | None = None, baselines: dict | None = None,
-                   carried: bool = True, progress: bool = True,
+                   head_baselines: dict | None = None, carried: bool = True,
+                   progress: bool = True, max_extensions: int = MAX_EXTENSIONS,
                    sampler_options: dict | None = None) -> EvaluationReport:
     """Measure ``model`` on the held-out pieces of ``corpus`` (a ``NoteCorpus``).
 
     1. Teacher-forced scores with a full ``seq_length`` context (notes at position
        ``>= min_position``, default ``seq_length``; ``max_positions`` keeps an evenly spaced
        subset) and with the state carried through whole pieces (``carried``), beside the n-gram
-       baselines and the repeat-last rule on exactly the same notes.
+       baselines and the repeat-last rule on exactly the same notes: the NLL of every
+       categorical head and their sum ``note_nll``, against unigram and Markov-1 models of each
+       head's classes and the sum of those (``unigram_note_nll``, ``markov1_note_nll``).
     2. A temperature sweep: ``num_samples`` primers of ``seq_length`` held-out notes, continued
-       for ``num_notes`` notes at each temperature, compared with the true continuations; the
-       same comparison of continuations cut from *training* pieces gives the overlap real music
+       for ``num_notes`` notes at each temperature (and beyond the grid while the best is at its
+       edge, at most ``max_extensions`` more), compared with the true continuations; the same
+       comparison of continuations cut from *training* pieces gives the overlap real music
        reaches (``reference_overlap_area``), the ceiling for a perfect model at this sample size.
 
-    Baselines are fitted on the training pieces and tuned on the validation pieces (untuned when
-    validation is the held-out split); pass ``baselines`` to reuse fitted ones.
+    A model that reads velocity (4 input columns) is scored on notes with velocity, and its
+    music's statistics include the velocity statistics. The held-out split is ``split`` when the
+    corpus has pieces in it, else validation (``metrics["split"]`` says which). Baselines are
+    fitted on the training pieces and tuned on the validation pieces (untuned when validation is
+    the held-out split); pass ``baselines`` (pitch, :func:`fit_ngram_baselines`) and
+    ``head_baselines`` (:func:`fit_head_baselines`) to reuse fitted ones.
     """
     split = held_out_split(corpus, split)
-    held_out = list(corpus.iter_features(split))
-    train = list(corpus.iter_features("train"))
+    velocity = model_input_width(model) == 4
+    held_out = corpus_pieces(corpus, split, velocity=velocity)
+    train = corpus_pieces(corpus, "train", velocity=velocity)
     if not train:
         raise MusicRNNError(f"{corpus.dataset} has no training pieces to fit the baselines on")
-    validation = list(corpus.iter_features("validation")) if split != "validation" else []
+    validation = corpus_pieces(corpus, "validation", velocity=velocity) \
+        if split != "validation" else []
     _check_seq_length(model, seq_length)
     min_position = int(seq_length if min_position is None else min_position)
     if baselines is None:
         baselines = fit_ngram_baselines(train, validation or None)
+    if head_baselines is None:
+        heads = ("step", "duration", "velocity") if velocity else ("step", "duration")
+        head_baselines = fit_head_baselines(train, validation or None, heads=heads,
+                                            velocity_bins=getattr(config, "velocity_bins", None))
 
     t0 = time.perf_counter()
     rows = [score_windows(model, held_out, seq_length, name=name, min_position=min_position,
                           max_positions=max_positions, progress=progress)]
     window_context = rows[0].context
-    rows += ngram_scores(baselines, held_out, min_position, max_positions, window_context)
+    rows += ngram_scores(baselines, held_out, min_position, max_positions, window_context,
+                         head_baselines)
     repeat = repeat_last_scores(held_out, min_position, max_positions, window_context)
     rows.append(repeat)
     if carried:
         carried_rows = [score_carried(model, held_out, name=name, config=config,
                                       progress=progress)]
         ctx = carried_rows[0].context
-        carried_rows += ngram_scores(baselines, held_out, 1, None, ctx)
+        carried_rows += ngram_scores(baselines, held_out, 1, None, ctx, head_baselines)
         carried_rows.append(repeat_last_scores(held_out, 1, None, ctx))
         rows += carried_rows
     scores = _scores_frame(rows)
@@ -1111,7 +1117,8 @@ def evaluate_model(model: Any, corpus: Any, *, seq_length: int, config: Any = No
     options = {"config": config} if config is not None else {}
     options.update(sampler_options or {})
     sweep, comparisons, generated = temperature_sweep(
-        model, primers, reference, temperatures, seed=seed, progress=progress, **options)
+        model, primers, reference, temperatures, seed=seed, progress=progress,
+        max_extensions=max_extensions, **options)
     best_t = best_temperature(sweep)
     statistics = comparisons[best_t].copy()
     statistics["real_overlap_area"] = real_table["overlap_area"]
@@ -1130,6 +1137,14 @@ def evaluate_model(model: Any, corpus: Any, *, seq_length: int, config: Any = No
         "min_position": min_position,
         "n_positions": model_row.n_notes,
         "pitch_nll": model_row.pitch_nll,
+        "step_nll": model_row.step_nll,
+        "duration_nll": model_row.duration_nll,
+        "velocity_nll": model_row.velocity_nll,
+        "note_nll": model_row.note_nll,
+        "heads": _head_kinds(model_row),
+        "nll_note": "nats per note on the held-out split; step/duration NLL is null for a "
+                    "regression head (no likelihood), velocity_nll without a velocity head, "
+                    "note_nll (the sum of the heads' NLLs) unless every head is categorical",
         "perplexity": model_row.perplexity,
         "top1_accuracy": model_row.top1_accuracy,
         "top5_accuracy": model_row.top5_accuracy,
@@ -1140,10 +1155,13 @@ def evaluate_model(model: Any, corpus: Any, *, seq_length: int, config: Any = No
         "repeat_last_step_mae": repeat.step_mae,
         "repeat_last_duration_mae": repeat.duration_mae,
         "best_temperature": best_t,
+        "best_temperature_at_edge": bool(sweep.attrs.get("at_edge", False)),
         "overlap_area": float(sweep.loc[best_t, "overlap_area"]),
         "kl_divergence": float(sweep.loc[best_t, "kl_divergence"]),
         "reference_overlap_area": float(real_table["overlap_area"].mean()),
+        "overlap_statistics": list(statistics.index),
         "temperatures": [float(t) for t in sweep.index],
+        "temperatures_added": [float(t) for t in sweep.index[sweep["added"].to_numpy(bool)]],
         "num_samples": len(reference),
         "num_notes": int(num_notes),
         "scoring_seconds": scoring_seconds,
@@ -1151,11 +1169,23 @@ def evaluate_model(model: Any, corpus: Any, *, seq_length: int, config: Any = No
     for k in ngram_names:
         metrics[f"{k}_pitch_nll"] = window[k].pitch_nll
         metrics[f"{k}_top1_accuracy"] = window[k].top1_accuracy
+    sums = {}
+    for k in next(iter(head_baselines.values()), {}):
+        for head in head_baselines:
+            metrics[f"{k}_{head}_nll"] = getattr(window[k], f"{head}_nll")
+        metrics[f"{k}_note_nll"] = sums[k] = window[k].note_nll
+    if sums:
+        best_sum = min(sums, key=lambda k: sums[k])
+        metrics["baseline_note_nll"], metrics["baseline_note_nll_model"] = sums[best_sum], best_sum
+        metrics["goal_note_nll_below_baselines"] = (
+            bool(model_row.note_nll < sums[best_sum]) if np.isfinite(model_row.note_nll)
+            else None)
     if carried:
         c = carried_rows[0]
         metrics.update({"carried_pitch_nll": c.pitch_nll, "carried_top1_accuracy": c.top1_accuracy,
                         "carried_top5_accuracy": c.top5_accuracy, "carried_step_mae": c.step_mae,
-                        "carried_duration_mae": c.duration_mae, "carried_n_positions": c.n_notes})
+                        "carried_duration_mae": c.duration_mae, "carried_n_positions": c.n_notes,
+                        "carried_note_nll": c.note_nll})
     if m2 is not None:
         improvement = 1.0 - model_row.pitch_nll / m2.pitch_nll
         metrics["improvement_over_markov2"] = improvement
@@ -1166,19 +1196,33 @@ def evaluate_model(model: Any, corpus: Any, *, seq_length: int, config: Any = No
                             generated=generated, reference=reference, real=real)
 
 
+def _head_kinds(scores: PredictionScores) -> dict[str, str]:
+    """What each head of a scored model is: ``categorical`` (it has an NLL), ``regression``
+    (step/duration without one) or ``none`` (no velocity head)."""
+    kinds = {"pitch": "categorical"}
+    for head in ("step", "duration"):
+        kinds[head] = "categorical" if np.isfinite(getattr(scores, f"{head}_nll")) \
+            else "regression"
+    kinds["velocity"] = "categorical" if np.isfinite(scores.velocity_nll) else "none"
+    return kinds
+
+
 def evaluate_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
                  dataset: str | None = None, max_files: int | None = None,
                  temperatures: Sequence[float] | None = None, num_samples: int = 64,
                  num_notes: int = 100, seed: int = 0, split: str = "test",
                  min_position: int | None = None, max_positions: int | None = None,
                  out_dir: str | Path | None = None, plots: bool = True,
-                 progress: bool = True, baselines: dict | None = None) -> EvaluationReport:
+                 progress: bool = True, baselines: dict | None = None,
+                 max_extensions: int = MAX_EXTENSIONS) -> EvaluationReport:
     """Evaluate the model of a run directory and write ``<run_dir>/evaluation/`` (or ``out_dir``).
 
     The held-out pieces come from the dataset (and ``max_files``) the run was trained on, unless
     ``dataset``/``max_files`` say otherwise. See :func:`evaluate_model` for what is measured;
-    ``metrics.json`` holds at least ``pitch_nll``, ``unigram_pitch_nll``, ``markov2_pitch_nll``,
-    ``best_ngram_pitch_nll``, ``best_temperature`` and ``overlap_area``.
+    ``metrics.json`` holds at least ``split``, ``pitch_nll``, ``step_nll``, ``duration_nll``,
+    ``velocity_nll``, ``note_nll`` (null where a head has no likelihood), ``unigram_pitch_nll``,
+    ``markov2_pitch_nll``, ``best_ngram_pitch_nll``, ``unigram_note_nll``, ``markov1_note_nll``,
+    ``best_temperature`` and ``overlap_area``.
     """
     from .model import load_run
     from .notes import load_corpus
@@ -1199,324 +1243,9 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
         name=getattr(config, "name", "model"), split=split,
         temperatures=tuple(temperatures or DEFAULT_TEMPERATURES), num_samples=num_samples,
         num_notes=num_notes, seed=seed, min_position=min_position, max_positions=max_positions,
-        baselines=baselines, progress=progress,
+        baselines=baselines, progress=progress, max_extensions=max_extensions,
     )
     report.metrics["run_dir"] = str(Path(run.run_dir))
     report.metrics["max_files"] = max_files
     report.save(Path(out_dir) if out_dir else Path(run.run_dir) / "evaluation", plots=plots)
     return report
-
-
-# ---------------------------------------------------------------------------------------------
-# Experiments: several presets, one data set, one wall-clock budget each, one log
-# ---------------------------------------------------------------------------------------------
-
-
-def time_budget_callback(seconds: float) -> Any:
-    """A Keras callback that stops training once ``seconds`` of wall-clock time have passed.
-
-    The clock starts when the first training step has finished (so the one-off graph tracing is
-    not charged) and counts everything after it, validation included. It stops after the batch
-    that crosses the budget; Keras still runs that period's validation, and early stopping then
-    restores the best weights, so every model leaves with its best validated weights however far
-    it got.
-    """
-    import keras
-
-    if not seconds > 0:
-        raise MusicRNNError(f"the training budget must be > 0 seconds, got {seconds}")
-
-    class TimeBudget(keras.callbacks.Callback):
-        def __init__(self, budget: float):
-            super().__init__()
-            self.budget = float(budget)
-            self.started: float | None = None
-            self.stopped = False
-
-        def on_train_begin(self, logs=None):
-            self.started = None
-
-        def on_train_batch_end(self, batch, logs=None):
-            if self.started is None:
-                self.started = time.perf_counter()
-            elif time.perf_counter() - self.started >= self.budget:
-                self.stopped = True
-                self.model.stop_training = True
-
-    return TimeBudget(seconds)
-
-
-def load_experiment_config(path: str | Path) -> dict[str, Any]:
-    """Read an experiments file (``configs/experiments-*.yaml``); clear errors for bad ones.
-
-    Keys: ``dataset``, ``max_files``, ``seed``, ``budget_seconds`` (training wall-clock per
-    model), ``train`` (more arguments of :func:`musicrnn.training.train`), ``evaluation``
-    (arguments of :func:`evaluate_model`) and ``models``: ``{name: {preset: ..., <ModelConfig
-    field>: value, ...}}``.
-    """
-    from .paths import read_yaml
-
-    path = Path(path)
-    raw = read_yaml(path, f"experiments file at {path}; see configs/experiments-*.yaml")
-    known = {"description", "dataset", "max_files", "data_dir", "seed", "budget_seconds", "train",
-             "evaluation", "models"}
-    if not isinstance(raw, dict) or set(raw) - known:
-        raise MusicRNNError(f"{path}: unknown keys {sorted(set(raw) - known)}; known: "
-                            f"{sorted(known)}")
-    models = raw.get("models") or {}
-    if not isinstance(models, dict) or not models:
-        raise MusicRNNError(f"{path}: 'models' must map names to presets, e.g. v2: {{preset: v2}}")
-    from .training import resolve_config
-
-    for name, spec in models.items():
-        if not isinstance(spec, dict) or "preset" not in spec:
-            raise MusicRNNError(f"{path}: model {name!r} needs a 'preset' (baseline, v1, ...)")
-        resolve_config(dict(spec))  # unknown presets/fields and bad values fail here, early
-    budget = raw.get("budget_seconds", 120)
-    if not isinstance(budget, (int, float)) or budget <= 0:
-        raise MusicRNNError(f"{path}: budget_seconds must be a positive number, got {budget!r}")
-    return {
-        "name": path.stem,
-        "description": raw.get("description", ""),
-        "dataset": raw.get("dataset", "bach-chorales"),
-        "max_files": raw.get("max_files"),
-        "data_dir": raw.get("data_dir"),
-        "seed": int(raw.get("seed", 42)),
-        "budget_seconds": float(budget),
-        "train": dict(raw.get("train") or {}),
-        "evaluation": dict(raw.get("evaluation") or {}),
-        "models": {str(k): dict(v) for k, v in models.items()},
-    }
-
-
-def _history_row(history, best_epoch: int | None) -> dict[str, float]:
-    if history is None or not len(history):
-        return {}
-    row = history.iloc[int(best_epoch) if best_epoch is not None and best_epoch < len(history)
-                       else -1]
-    out = {}
-    for key in ("loss", "val_loss", "pitch_loss", "val_pitch_loss"):
-        if key in history.columns:
-            out[f"{'train_' if not key.startswith('val_') else ''}{key}"] = float(row[key])
-    return out
-
-
-def run_experiments(config: str | Path | dict[str, Any], out_dir: str | Path | None = None, *,
-                    data_dir: str | Path | None = None, budget_seconds: float | None = None,
-                    models: Sequence[str] | None = None, progress: bool = True):
-    """Train every model of an experiments file on the same data with the same wall-clock budget,
-    evaluate each on the same held-out notes, and write the experiment log.
-
-    Each model gets its own run directory ``<out_dir>/<name>/`` (with ``evaluation/``); the log
-    goes to ``<out_dir>/experiment_log.csv`` and ``.md`` with ``loss_curves.png``,
-    ``nll_bars.png``, ``temperature_sweep.png`` and ``distributions.png``, and ``summary.json``
-    (the goals, measured on the best model). Every model is scored on notes with at least the
-    longest model's ``seq_length`` of context, so all rows score the very same notes. A finished
-    run directory is loaded, not retrained (run again with the same ``out_dir`` to resume).
-    Returns the log as a DataFrame.
-    """
-    import pandas as pd
-
-    from . import plots as _plots
-    from .model import count_params
-    from .notes import load_corpus
-    from .paths import RUNS, atomic_write_text
-    from .training import resolve_config, train
-
-    cfg = config if isinstance(config, dict) else load_experiment_config(config)
-    budget = float(budget_seconds or cfg["budget_seconds"])
-    names = list(models or cfg["models"])
-    unknown = sorted(set(names) - set(cfg["models"]))
-    if unknown:
-        raise MusicRNNError(f"models {unknown} are not in the experiments file "
-                            f"({', '.join(cfg['models'])})")
-    out = Path(out_dir) if out_dir else RUNS / f"{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
-    data_dir = data_dir or cfg.get("data_dir")
-    corpus = load_corpus(cfg["dataset"], data_dir=data_dir, max_files=cfg["max_files"])
-    configs = {n: resolve_config(dict(cfg["models"][n]), seed=cfg["seed"]) for n in names}
-    configs = {n: c.replace(name=n) for n, c in configs.items()}
-    min_position = max(c.seq_length for c in configs.values())
-    split = held_out_split(corpus, "test")
-    baselines = fit_ngram_baselines(
-        list(corpus.iter_features("train")),
-        list(corpus.iter_features("validation")) if split != "validation" else None)
-    evaluation = {"temperatures": DEFAULT_TEMPERATURES, "num_samples": 64, "num_notes": 100,
-                  "seed": cfg["seed"], **cfg["evaluation"]}
-
-    rows, reports, histories = [], {}, {}
-    for name in names:
-        model_config = configs[name]
-        run_dir = out / name
-        if progress:
-            print(f"== {name}: {model_config.pitch_input} pitch input, {model_config.targets} "
-                  f"targets, LSTM {list(model_config.lstm_units)}; budget {budget:g} s")
-        budget_cb = time_budget_callback(budget)
-        started = time.perf_counter()
-        result = train(model_config, cfg["dataset"], run_dir, data_dir=data_dir,
-                       max_files=cfg["max_files"], corpus=corpus, callbacks=[budget_cb],
-                       progress=2 if progress else 0, **cfg["train"])
-        wall = time.perf_counter() - started
-        report = evaluate_model(
-            result.model, corpus, seq_length=model_config.seq_length, config=model_config,
-            name=name, split=split, min_position=min_position, baselines=baselines,
-            progress=progress, **evaluation)
-        report.save(run_dir / "evaluation")
-        reports[name] = report
-        histories[name] = result.history
-        m = report.metrics
-        rows.append({
-            "model": name,
-            "pitch_input": model_config.pitch_input,
-            "targets": model_config.targets,
-            "lstm_units": "-".join(str(u) for u in model_config.lstm_units),
-            "params": count_params(model_config),
-            "final_epoch": int(result.epochs_run),
-            "steps": int(result.steps),
-            "train_seconds": round(float(result.train_seconds), 1),
-            "wall_seconds": round(wall, 1) if not result.already_complete else math.nan,
-            "stopped_by_budget": bool(budget_cb.stopped),
-            **_history_row(result.history, result.best_epoch),
-            "heldout_pitch_nll": m["pitch_nll"],
-            "heldout_perplexity": m["perplexity"],
-            "heldout_top1": m["top1_accuracy"],
-            "heldout_top5": m["top5_accuracy"],
-            "heldout_step_mae": m["step_mae"],
-            "heldout_duration_mae": m["duration_mae"],
-            "carried_pitch_nll": m.get("carried_pitch_nll", math.nan),
-            "best_temperature": m["best_temperature"],
-            "overlap_area": m["overlap_area"],
-            "kl_divergence": m["kl_divergence"],
-        })
-    first = reports[names[0]]
-    window = first.scores[first.scores["context"] == first.scores["context"].iloc[0]]
-    for _, b in window[~window["name"].isin(names)].iterrows():
-        rows.append({"model": b["name"], "heldout_pitch_nll": b["pitch_nll"],
-                     "heldout_perplexity": b["perplexity"], "heldout_top1": b["top1_accuracy"],
-                     "heldout_top5": b["top5_accuracy"], "heldout_step_mae": b["step_mae"],
-                     "heldout_duration_mae": b["duration_mae"]})
-    log = pd.DataFrame(rows).set_index("model")
-
-    trained = log.loc[names]
-    goals = _goal_table(reports, names)
-    best_nll = str(trained["heldout_pitch_nll"].idxmin())
-    meeting = goals[goals["all_goals"]]
-    # the best model: the lowest NLL among the models that meet every goal (else overall)
-    best = str(meeting["pitch_nll"].idxmin()) if len(meeting) else best_nll
-    bm = reports[best].metrics
-    summary = {
-        "experiments": cfg["name"], "dataset": cfg["dataset"], "max_files": cfg["max_files"],
-        "split": split, "budget_seconds": budget, "min_position": min_position,
-        "n_positions": bm["n_positions"], "best_model": best,
-        "best_model_meets_every_goal": bool(len(meeting)), "best_nll_model": best_nll,
-        "goals": {n: {k: _jsonable(v) for k, v in row.items()}
-                  for n, row in goals.to_dict(orient="index").items()},
-        "best_pitch_nll": bm["pitch_nll"], "markov2_pitch_nll": bm.get("markov2_pitch_nll"),
-        "best_ngram": bm["best_ngram"], "best_ngram_pitch_nll": bm["best_ngram_pitch_nll"],
-        "improvement_over_markov2": bm.get("improvement_over_markov2"),
-        "goal_markov2_15pct": bm.get("goal_markov2_15pct"),
-        "goal_beats_best_ngram": bm["goal_beats_best_ngram"],
-        "best_temperature": bm["best_temperature"], "overlap_area": bm["overlap_area"],
-        "reference_overlap_area": bm["reference_overlap_area"],
-        "goal_overlap_0_8": bm["goal_overlap_0_8"],
-        "best_overlap_model": str(trained["overlap_area"].idxmax()),
-        "best_overlap_area": float(trained["overlap_area"].max()),
-    }
-    atomic_write_text(out / "summary.json", json.dumps(_jsonable(summary), indent=2) + "\n")
-    atomic_write_text(out / "experiment_log.csv", log.to_csv())
-    atomic_write_text(out / "experiment_log.md", _experiment_markdown(log, summary, cfg, goals))
-
-    scores = pd.concat([window[~window["name"].isin(names)]] + [
-        r.scores[r.scores["context"] == r.scores["context"].iloc[0]].iloc[:1]
-        for r in reports.values()])
-    scores = scores.assign(context="same notes for every model")
-    figures = {
-        "loss_curves.png": lambda: _plots.loss_curves_together(histories),
-        "nll_bars.png": lambda: _plots.nll_bars(scores),
-        "temperature_sweep.png": lambda: _plots.overlap_by_temperature(
-            {n: r.sweep for n, r in reports.items()},
-            reference_overlap=bm["reference_overlap_area"]),
-        "distributions.png": lambda: _plots.statistics_overlays(
-            {"held-out": first.reference, **{
-                f"{n} (T={r.metrics['best_temperature']:g})":
-                    r.generated[r.metrics["best_temperature"]] for n, r in reports.items()}}),
-    }
-    for file_name, draw in figures.items():
-        _plots.save_figure(draw(), out / file_name)
-    if progress:
-        print(log.to_string(float_format=lambda v: f"{v:.3f}"))
-        print(f"wrote {out}/experiment_log.md (+ .csv, summary.json, plots)")
-    return log
-
-
-def _goal_table(reports: dict[str, Any], names: Sequence[str]):
-    """Per trained model: its NLL, the improvement over Markov-2, and each goal met or not."""
-    import pandas as pd
-
-    rows = {}
-    for name in names:
-        m = reports[name].metrics
-        flags = [bool(m.get("goal_markov2_15pct")), bool(m["goal_beats_best_ngram"]),
-                 bool(m["goal_overlap_0_8"])]
-        rows[name] = {
-            "pitch_nll": m["pitch_nll"],
-            "improvement_over_markov2": m.get("improvement_over_markov2", math.nan),
-            "goal_markov2_15pct": flags[0], "goal_beats_best_ngram": flags[1],
-            "best_temperature": m["best_temperature"], "overlap_area": m["overlap_area"],
-            "goal_overlap_0_8": flags[2], "all_goals": all(flags),
-        }
-    return pd.DataFrame.from_dict(rows, orient="index")
-
-
-def _experiment_markdown(log, summary: dict[str, Any], cfg: dict[str, Any], goals=None) -> str:
-    def yes(flag):
-        return "yes" if flag else "no"
-
-    if summary.get("best_model_meets_every_goal"):
-        heading = f"best model: `{summary['best_model']}`, the lowest NLL among the models " \
-                  "that meet every goal"
-    else:
-        heading = f"no model meets every goal; best model by held-out NLL: " \
-                  f"`{summary['best_model']}`"
-    if summary.get("best_nll_model") not in (None, summary["best_model"]):
-        heading += f"; the lowest NLL overall is `{summary['best_nll_model']}`'s"
-    per_model = []
-    if goals is not None:
-        per_model = ["| model | held-out NLL | vs Markov-2 | beats best n-gram | best T | overlap "
-                     "| every goal |", "|---|---|---|---|---|---|---|"]
-        for name, g in goals.iterrows():
-            per_model.append(
-                f"| {name} | {g['pitch_nll']:.3f} | {g['improvement_over_markov2']:.1%} "
-                f"{'(yes)' if g['goal_markov2_15pct'] else '(no)'} | "
-                f"{yes(g['goal_beats_best_ngram'])} | {g['best_temperature']:g} | "
-                f"{g['overlap_area']:.3f} {'(yes)' if g['goal_overlap_0_8'] else '(no)'} | "
-                f"{yes(g['all_goals'])} |")
-        per_model.append("")
-
-    lines = [
-        f"# Experiment log: {cfg['name']}",
-        "",
-        f"Dataset `{cfg['dataset']}` (max_files {cfg['max_files']}), held-out "
-        f"`{summary['split']}` pieces, {summary['n_positions']:,} notes scored, each with at least "
-        f"{summary['min_position']} notes of context (the same notes for every row). Every model "
-        f"trained for a wall-clock budget of {summary['budget_seconds']:g} s. NLL in nats per "
-        "note; "
-        "losses at the restored (best validation) period; `val_pitch_loss` of an `all`-targets "
-        "model averages every position of a window, so compare models on `heldout_pitch_nll`.",
-        "",
-        markdown_table(log),
-        f"## Goals ({heading})",
-        "",
-        *per_model,
-        f"- NLL {summary['best_pitch_nll']:.3f} vs Markov-2 {summary['markov2_pitch_nll']:.3f}: "
-        f"{summary['improvement_over_markov2']:.1%} better (goal >= 15%): "
-        f"{yes(summary['goal_markov2_15pct'])}",
-        f"- beats the best n-gram ({summary['best_ngram']}, "
-        f"{summary['best_ngram_pitch_nll']:.3f}): {yes(summary['goal_beats_best_ngram'])}",
-        f"- overlapping area at its best temperature ({summary['best_temperature']:g}): "
-        f"{summary['overlap_area']:.3f} (goal >= 0.8: {yes(summary['goal_overlap_0_8'])}; real "
-        f"music against held-out music at this sample size: "
-        f"{summary['reference_overlap_area']:.3f})",
-        "",
-    ]
-    return "\n".join(lines)

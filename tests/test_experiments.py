@@ -1,0 +1,92 @@
+"""musicrnn.experiments: the experiments files (real ones load, bad ones are refused with the
+reason) and a real same-budget comparison of two tiny presets on real chorales, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from musicrnn import experiments as ex
+from musicrnn.errors import MusicRNNError
+
+
+# -- experiments files ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["experiments-quick.yaml", "experiments-maestro.yaml"])
+def test_the_experiment_files_load(name):
+    cfg = ex.load_experiment_config(Path(__file__).resolve().parents[1] / "configs" / name)
+    assert {"baseline", "v1", "v2"} <= set(cfg["models"])
+    assert len(cfg["models"]) >= 4  # and at least one proposed variant
+    assert cfg["budget_seconds"] > 0
+
+
+@pytest.mark.parametrize("text, message", [
+    ("models: {a: {preset: v2}}\nwhat: 1\n", "unknown keys"),
+    ("models: {a: {lstm_units: [8]}}\n", "needs a 'preset'"),
+    ("models: {a: {preset: v9}}\n", "unknown preset"),
+    ("models: {a: {preset: v2, dropout: 2.0}}\n", "dropout"),
+    ("budget_seconds: -5\nmodels: {a: {preset: v2}}\n", "budget_seconds"),
+    ("models: {}\n", "'models'"),
+])
+def test_bad_experiment_files_are_refused(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(MusicRNNError, match=message):
+        ex.load_experiment_config(path)
+    with pytest.raises(MusicRNNError, match="no experiments file"):
+        ex.load_experiment_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.slow
+def test_experiments_train_on_one_budget_and_write_the_log(chorale_run, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "dataset: bach-chorales\nmax_files: 8\nseed: 3\nbudget_seconds: 2\n"
+        "train: {validate_every: 5, validation_windows: 64}\n"
+        "evaluation: {temperatures: [1.0], num_samples: 4, num_notes: 16}\n"
+        "models:\n  baseline: {preset: baseline, lstm_units: [8], seq_length: 12,"
+        " early_stopping_patience: 1000}\n"
+        "  v4: {preset: v4, lstm_units: [8], seq_length: 16, pitch_embedding_dim: 4,"
+        " early_stopping_patience: 1000}\n"
+    )
+    out = tmp_path / "experiments"
+    log = ex.run_experiments(config, out, data_dir=chorale_run["data_dir"], progress=False)
+    assert list(log.index[:2]) == ["baseline", "v4"]
+    assert {"unigram", "markov2", "markov4", "repeat last"} <= set(log.index)
+    trained = log.loc[["baseline", "v4"]]
+    assert trained["stopped_by_budget"].all()  # 2 s: the budget, not the epochs, ended training
+    assert (trained["validations"] >= 1).all()
+    assert (trained["passes"] > 0).all()
+    assert trained["heldout_pitch_nll"].notna().all() and trained["overlap_area"].notna().all()
+    for name in ("experiment_log.csv", "experiment_log.md", "summary.json", "loss_curves.png",
+                 "nll_bars.png", "temperature_sweep.png", "distributions.png"):
+        assert (out / name).is_file(), name
+    for model_name in ("baseline", "v4"):
+        assert (out / model_name / "music_rnn_model.keras").is_file()
+        assert (out / model_name / "evaluation" / "metrics.json").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["min_position"] == 16  # the longest seq_length: the same notes for both
+    assert summary["best_model"] in ("baseline", "v4")
+    goals = summary["goals"]
+    assert set(goals) == {"baseline", "v4"}
+    for name, g in goals.items():
+        assert g["all_goals"] == (g["goal_markov2_15pct"] and g["goal_beats_best_ngram"]
+                                  and g["goal_overlap_0_8"])
+        assert g["pitch_nll"] == pytest.approx(log.loc[name, "heldout_pitch_nll"])
+    meeting = [n for n, g in goals.items() if g["all_goals"]]
+    expected = (min(meeting, key=lambda n: goals[n]["pitch_nll"]) if meeting
+                else str(log.loc[["baseline", "v4"], "heldout_pitch_nll"].idxmin()))
+    assert summary["best_model"] == expected
+    assert summary["best_model_meets_every_goal"] == bool(meeting)
+    # the categorical timing model was scored on its median times
+    assert np.isfinite(log.loc["v4", "heldout_step_mae"])
+    # every head of v4 is categorical, so it has a note NLL; the baseline preset regresses timing
+    assert np.isfinite(log.loc["v4", "heldout_note_nll"])
+    assert np.isnan(log.loc["baseline", "heldout_note_nll"])
+    assert log.loc["markov1", "heldout_note_nll"] < log.loc["unigram", "heldout_note_nll"]
+    assert isinstance(summary["goal_beats_best_ngram"], bool)
+    assert "## Goals" in (out / "experiment_log.md").read_text()
