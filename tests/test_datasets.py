@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -437,6 +438,117 @@ def test_local_maestro_folder_keeps_the_official_split(maestro_sample):
         assert f.metadata["year"] == rows[f.name]["year"]
 
 
+# -- MAESTRO copies with bad input: built in tmp_path from sample files ---------------------------
+
+
+def maestro_copy(sample: Path, dest: Path, n: int = 6) -> tuple[Path, list[str], list[dict]]:
+    """A MAESTRO folder at ``dest``: the official CSV's columns, the rows of the ``n`` smallest
+    performances (train and validation both) and their files. Returns (root, columns, rows)."""
+    with open(sample / "maestro-v2.0.0.csv", newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns, rows = list(reader.fieldnames or []), list(reader)
+    rows.sort(key=lambda r: (sample / r["midi_filename"]).stat().st_size)
+    chosen = [r for r in rows if r["split"] == "validation"][:2]
+    chosen += [r for r in rows if r["split"] == "train"][: n - len(chosen)]
+    for row in chosen:
+        target = dest / row["midi_filename"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sample / row["midi_filename"], target)
+    write_csv(dest / "maestro-v2.0.0.csv", columns, chosen)
+    return dest, columns, chosen
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_half_copied_maestro_folder_loads_what_is_there(maestro_sample, tmp_path, capsys):
+    root, _, rows = maestro_copy(maestro_sample, tmp_path / "maestro-v2.0.0")
+    gone = [rows[1]["midi_filename"], rows[4]["midi_filename"]]
+    for name in gone:
+        (root / name).unlink()
+    name = f"local:{root}"
+    files = datasets.download(name, progress=False)
+    assert sorted(f.name for f in files) == sorted(r["midi_filename"] for r in rows
+                                                   if r["midi_filename"] not in gone)
+    assert files.counts()["test"] == 0  # a copy without a test split is a copy like any other
+    reasons = dict(files.skipped)
+    assert sorted(reasons) == sorted(gone)
+    assert all("listed in maestro-v2.0.0.csv but missing" in reasons[n] for n in gone)
+
+    # the rest load, with the pedal (a MAESTRO copy), and the report says what is missing
+    data = tmp_path / "data"
+    corpus = notes.extract_corpus(name, data_dir=data, progress=False)
+    assert len(corpus) == len(rows) - 2 and corpus.sustain
+    assert dict(corpus.skipped) == reasons
+    cache = notes.cache_path(name, data)
+    manifest = json.loads(cache.with_name(cache.stem + ".manifest.json").read_text())
+    assert {s["name"] for s in manifest["skipped"]} == set(gone)
+    assert len(datasets.download(name, max_files=3, progress=False)) == 3
+
+    # a file copied in later: the cache is out of date, the corpus complete again
+    shutil.copyfile(maestro_sample / gone[0], root / gone[0])
+    capsys.readouterr()
+    again = notes.load_corpus(name, data_dir=data)
+    assert "out of date" in capsys.readouterr().out
+    assert len(again) == len(rows) - 1 and [n for n, _ in again.skipped] == [gone[1]]
+
+
+def test_maestro_csv_columns_extra_and_missing(maestro_sample, tmp_path):
+    root, columns, rows = maestro_copy(maestro_sample, tmp_path / "copy", n=3)
+    csv_path = root / "maestro-v2.0.0.csv"
+    # extra and reordered columns: read by name, the rest ignored
+    shuffled = ["notes", *reversed(columns), "rating"]
+    write_csv(csv_path, shuffled, [dict(r, notes="x, y", rating="5") for r in rows])
+    files = datasets.download(f"local:{root}", progress=False)
+    assert len(files) == 3 and not files.skipped
+    by_name = {f.name: f for f in files}
+    for row in rows:
+        f = by_name[row["midi_filename"]]
+        assert f.split == row["split"]
+        assert f.metadata["canonical_composer"] == f.metadata["composer"] == \
+            row["canonical_composer"]
+        assert f.metadata["canonical_title"] == row["canonical_title"]
+        assert f.metadata["year"] == row["year"]
+    # a required column missing: one line that names it
+    for missing in ("split", "midi_filename"):
+        write_csv(csv_path, [c for c in columns if c != missing], rows)
+        with pytest.raises(MusicRNNError, match=f"has no {missing} column") as info:
+            datasets.download(f"local:{root}", progress=False)
+        assert "\n" not in str(info.value) and "restore the official CSV" in str(info.value)
+
+
+def test_maestro_csv_odd_rows_are_reported(maestro_sample, tmp_path):
+    """Unknown splits are skipped with the reason (the rest load); so are repeated rows and rows
+    without a file; spaces and capitals in a split name do no harm."""
+    root, columns, rows = maestro_copy(maestro_sample, tmp_path / "copy", n=5)
+    odd = [dict(rows[0], split="dev"), dict(rows[1], split=" Train "), *rows[2:],
+           dict(rows[3], year="1999"), dict(rows[4], midi_filename="")]
+    write_csv(root / "maestro-v2.0.0.csv", columns, odd)
+    with open(root / "maestro-v2.0.0.csv", "a", encoding="utf-8") as handle:
+        handle.write("\n,,\n")  # blank rows: nothing to report
+    extra = root / "mine" / "extra.mid"  # a file the CSV does not name: split by file
+    extra.parent.mkdir()
+    shutil.copyfile(root / rows[2]["midi_filename"], extra)
+    files = datasets.download(f"local:{root}", progress=False)
+    by_name = {f.name: f for f in files}
+    assert rows[0]["midi_filename"] not in by_name  # not even as a file the CSV does not name
+    assert by_name[rows[1]["midi_filename"]].split == "train"
+    assert by_name[rows[3]["midi_filename"]].metadata["year"] == rows[3]["year"]  # first row
+    assert "mine/extra.mid" in by_name and len(files) == 5
+    reasons = dict(files.skipped)
+    assert len(reasons) == 3
+    assert re.search(r"unknown split 'dev' in maestro-v2.0.0.csv row 1 \(expected train, "
+                     r"validation, test\)", reasons[rows[0]["midi_filename"]])
+    assert "listed twice" in reasons[f"{rows[3]['midi_filename']} (maestro-v2.0.0.csv row 6)"]
+    assert reasons["maestro-v2.0.0.csv row 7"] == "the row names no midi_filename"
+    corpus = notes.extract_corpus(f"local:{root}", data_dir=tmp_path / "data", progress=False)
+    assert len(corpus) == 5 and dict(corpus.skipped) == reasons
+
+
 # -- MAESTRO over HTTP ----------------------------------------------------------------------------
 
 
@@ -581,6 +693,120 @@ def test_an_extracted_copy_needs_no_network(monkeypatch, maestro_sample, tmp_pat
     raw.mkdir()
     (raw / "maestro-v2.0.0").symlink_to(maestro_sample, target_is_directory=True)
     assert len(datasets.download("maestro-v2", tmp_path, max_files=5, progress=False)) == 5
+
+
+# -- process pools and scripts without a main guard (issue 11) -------------------------------------
+
+
+def test_main_guard_lines():
+    source = (
+        "import sys\n"                                 # 1
+        "if __name__ == '__main__':\n"                 # 2
+        "    print('a')\n"                             # 3
+        "    print('b')\n"                             # 4
+        "else:\n"                                      # 5
+        "    print('imported')\n"                      # 6
+        'if "__main__" == __name__: main()\n'           # 7
+        "def f():\n"                                   # 8
+        "    if __name__ == '__main__':\n"             # 9: not at the top level
+        "        pass\n"                               # 10
+        "if __name__ != '__main__':\n"                 # 11: the opposite
+        "    pass\n"                                   # 12
+    )
+    assert datasets.main_guard_lines(source) == [(3, 4), (7, 7)]
+    assert datasets.main_guard_lines("import musicrnn\n") == []
+
+
+def test_process_pool_refusal_knows_where_the_call_comes_from(tmp_path):
+    """Refused from a script's top level outside the guard (as a file or with -m); allowed
+    inside the guard, under `python -c`, and here (pytest's main module is a package's)."""
+    (tmp_path / "probe.py").write_text(
+        "from musicrnn.datasets import process_pool_refusal\n"
+        "print('TOP', repr(process_pool_refusal()))\n"
+        "def nested():\n"
+        "    return process_pool_refusal()\n"
+        "if __name__ == '__main__':\n"
+        "    print('GUARDED', repr(nested()))\n"
+    )
+    python = sys.executable
+    for args in ([python, "probe.py"], [python, "-m", "probe"]):
+        out = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                             check=True).stdout.splitlines()
+        assert out[0].startswith("TOP '") and "(line 2) without a main guard" in out[0], args
+        assert 'if __name__ == "__main__":' in out[0]
+        assert out[1] == "GUARDED ''", args
+    out = subprocess.run([python, "-c", "from musicrnn.datasets import process_pool_refusal; "
+                                        "print(repr(process_pool_refusal()))"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.strip() == "''"
+    assert datasets.process_pool_refusal() == ""
+
+
+def test_script_without_main_guard_loads_the_chorales(tmp_path, chorale_data, chorale_plan):
+    """A plain script, no `if __name__ == "__main__":`, on a cold data folder: writing the
+    chorales and parsing them want process pools, whose spawned workers would run the script
+    again. It runs in one process instead, says so in one line, and loads the corpus."""
+    data = tmp_path / "data"
+    catalogue = data / "raw" / "bach-chorales" / ".catalogue.json"  # skip the corpus scan only
+    catalogue.parent.mkdir(parents=True)
+    shutil.copyfile(chorale_data / "raw" / "bach-chorales" / ".catalogue.json", catalogue)
+    script = tmp_path / "plain.py"
+    script.write_text(
+        "import sys\n"
+        "from musicrnn import notes\n"
+        "print('START', flush=True)\n"
+        "corpus = notes.load_corpus('bach-chorales', data_dir=sys.argv[1], max_files=10)\n"
+        "print('LOADED', len(corpus), corpus.n_notes, flush=True)\n"
+        "again = notes.extract_corpus('bach-chorales', data_dir=sys.argv[1], max_files=10,\n"
+        "                             workers=2, force=True, progress=False)\n"
+        "print('AGAIN', len(again), again.n_notes, flush=True)\n"
+    )
+    result = subprocess.run([sys.executable, str(script), str(data)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Traceback" not in output and "BrokenProcessPool" not in output
+    lines = result.stdout.splitlines()
+    assert lines.count("START") == 1  # no worker ran the script again
+    loaded = next(line for line in lines if line.startswith("LOADED")).split()
+    assert loaded[1] == "10" and int(loaded[2]) > 1000
+    assert next(line for line in lines if line.startswith("AGAIN")).split()[1:] == loaded[1:]
+    notes_said = [line for line in lines if "in one process: the script plain.py" in line]
+    assert [line.split(":")[0] for line in notes_said] == [
+        "Writing bach-chorales in one process", "Parsing in one process"]
+    assert all("(line 4)" in notes_said[0] and "(line 6)" in notes_said[1]
+               and "without a main guard" in line for line in notes_said)
+    assert len(list((data / "raw" / "bach-chorales").glob("*.mid"))) == 10
+
+
+def test_workers_that_run_the_script_again_leave_the_work_to_the_parent(maestro_sample, tmp_path):
+    """A script that starts a pool inside its guard but extracts at its top level too: every
+    spawned worker runs that top level again while it starts. It stops there with one line
+    instead of extracting (or starting pools of its own); the parent, its pool broken, parses in
+    one process and finishes."""
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    for path in sorted(maestro_sample.rglob("*.midi"), key=lambda p: p.stat().st_size)[:3]:
+        shutil.copyfile(path, songs / path.name)
+    (tmp_path / "half.py").write_text(
+        "import glob, sys\n"
+        "from musicrnn import notes\n"
+        "print('START', flush=True)\n"
+        "notes.extract_corpus(f'local:{sys.argv[1]}', data_dir=sys.argv[2], force=True,\n"
+        "                     progress=False)\n"
+        "if __name__ == '__main__':\n"
+        "    paths = sorted(glob.glob(sys.argv[1] + '/*.midi'))\n"
+        "    corpus = notes.extract_files(paths, 'songs', None, workers=2, progress=False)\n"
+        "    print('DONE', len(corpus), flush=True)\n"
+    )
+    result = subprocess.run([sys.executable, "half.py", str(songs), str(tmp_path / "data")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "DONE 3"
+    assert result.stdout.count("START") >= 2  # the workers did run the script again ...
+    assert "reached the extraction of local:" in result.stderr  # ... and stopped there
+    assert "The process pool failed (BrokenProcessPool" in result.stdout
 
 
 # -- the command line -----------------------------------------------------------------------------

@@ -26,6 +26,17 @@ Splits
     split by file (a hash of its relative path), unless it holds a MAESTRO-style CSV with a
     ``split`` column, which is then used.
 
+MAESTRO copies
+    Any copy works: the official zip, its extracted folder, or a ``local:`` folder that holds a
+    MAESTRO metadata CSV (named ``maestro*.csv``, or with a ``midi_filename`` column), with or
+    without a test split. The CSV is read by column name: ``midi_filename`` and ``split`` are
+    required (a one-line error names the one missing), the other known columns give each file's
+    metadata and unknown ones are ignored. A row that cannot be used is left out and listed in
+    ``.skipped`` with the reason, and so in the note corpus's skipped-file report: a file the CSV
+    names that is not there (a half-copied download), a split other than train, validation or
+    test (skipped rather than guessed at), a second row for one file, a row without a file name.
+    MAESTRO is extracted with the sustain pedal applied by default (``Dataset.sustain``).
+
 ``max_files``
     A deterministic subset that still covers all three splits (in proportion, at least one file
     each), the same on every machine.
@@ -40,7 +51,6 @@ Downloads
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import difflib
@@ -104,6 +114,7 @@ class Dataset:
     source: str = ""  # music21 corpus folder ("bach", "essenFolksong") or the local folder
     license: str = ""  # terms of use, short
     homepage: str = ""  # where to read about it
+    sustain: bool = False  # extraction applies the sustain pedal (CC 64) by default (pianists)
 
     @property
     def offline(self) -> bool:
@@ -153,7 +164,7 @@ DATASETS: dict[str, Dataset] = {
         size=59_243_107,
         sha256="ec2cc9d94886c6b376db1eaa2b8ad1ce62ff9f0a28b3744782b13163295dadf3",
         folder="maestro-v2.0.0", metadata_csv="maestro-v2.0.0.csv",
-        license=_MAESTRO_LICENSE, homepage=_MAESTRO_HOME,
+        license=_MAESTRO_LICENSE, homepage=_MAESTRO_HOME, sustain=True,
     ),
     "maestro-v3": Dataset(
         name="maestro-v3", kind="archive",
@@ -163,7 +174,7 @@ DATASETS: dict[str, Dataset] = {
         size=58_416_533,
         sha256="70470ee253295c8d2c71e6d9d4a815189e35c89624b76d22fce5a019d5dde12c",
         folder="maestro-v3.0.0", metadata_csv="maestro-v3.0.0.csv",
-        license=_MAESTRO_LICENSE, homepage=_MAESTRO_HOME,
+        license=_MAESTRO_LICENSE, homepage=_MAESTRO_HOME, sustain=True,
     ),
 }
 """The registry: name -> :class:`Dataset`. Add entries with :func:`register_dataset`."""
@@ -202,9 +213,12 @@ def get_dataset(name: str) -> Dataset:
         if not raw:
             raise MusicRNNError("give a folder after 'local:', e.g. local:~/music/midi")
         folder = Path(raw).expanduser().resolve()
+        maestro = folder.is_dir() and _find_maestro_csv(folder) is not None
         return Dataset(
             name=f"local:{folder}", kind="local", source=str(folder),
-            description=f"the MIDI files under {folder}",
+            description=(f"a MAESTRO copy at {folder}" if maestro
+                         else f"the MIDI files under {folder}"),
+            sustain=maestro,  # piano performances: durations with the pedal, as for MAESTRO
         )
     if name in DATASETS:
         return DATASETS[name]
@@ -884,9 +898,11 @@ def _write_piece(task: tuple[str, str, str, str]) -> tuple[str, str]:
 
 def _write_pieces(dataset: Dataset, root: Path, pieces: list[_Piece], progress: bool,
                   workers: int | None) -> dict[str, str]:
-    """Write the pieces in a process pool; returns name -> reason for the ones that failed."""
+    """Write the pieces (in a process pool where that pays and is safe); returns name -> reason
+    for the ones that failed."""
     if not pieces:
         return {}
+    stop_if_rerun_by_worker(f"writing {dataset.name}")
     root.mkdir(parents=True, exist_ok=True)
     folder = _corpus_folder(dataset)
     tasks = []
@@ -895,27 +911,164 @@ def _write_pieces(dataset: Dataset, root: Path, pieces: list[_Piece], progress: 
         tasks.append((dataset.kind, source, p.abc, str(root / p.name)))
     names = {str(root / p.name): p.name for p in pieces}
     n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    parallel = n_workers > 1 and len(tasks) >= 10  # a pool starts in ~1 s; a piece takes ~0.3 s
+    if parallel:
+        refusal = process_pool_refusal()
+        if refusal:
+            print(f"Writing {dataset.name} in one process: {refusal}", flush=True)
+            parallel = False
     from tqdm.auto import tqdm
 
     failed: dict[str, str] = {}
-    with contextlib.ExitStack() as stack:
-        bar = stack.enter_context(tqdm(total=len(tasks), desc=f"Writing {dataset.name}",
-                                       unit="file", disable=not progress))
-        if n_workers == 1 or len(tasks) < 10:  # a pool starts in ~1 s; a piece takes ~0.3 s
-            results: Iterator[tuple[str, str]] = map(_write_piece, tasks)
-        else:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
+    done: set[str] = set()
+    with tqdm(total=len(tasks), desc=f"Writing {dataset.name}", unit="file",
+              disable=not progress) as bar:
 
-            context = multiprocessing.get_context("spawn")  # safe beside threads (Jupyter, TF)
-            pool = stack.enter_context(ProcessPoolExecutor(n_workers, mp_context=context))
-            chunk = max(1, min(16, len(tasks) // (n_workers * 4)))
-            results = pool.map(_write_piece, tasks, chunksize=chunk)
-        for out, reason in results:
+        def record(out: str, reason: str) -> None:
+            done.add(out)
             bar.update(1)
             if reason:
                 failed[names[out]] = reason
+
+        if parallel:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+            from concurrent.futures.process import BrokenProcessPool
+
+            context = multiprocessing.get_context("spawn")  # safe beside threads (Jupyter, TF)
+            chunk = max(1, min(16, len(tasks) // (n_workers * 4)))
+            try:
+                with ProcessPoolExecutor(n_workers, mp_context=context) as pool:
+                    for out, reason in pool.map(_write_piece, tasks, chunksize=chunk):
+                        record(out, reason)
+            except (BrokenProcessPool, OSError) as exc:
+                print(f"The process pool writing {dataset.name} failed ({type(exc).__name__}: "
+                      f"{exc}); writing the rest in one process", flush=True)
+        for task in tasks:
+            if task[3] not in done:
+                record(*_write_piece(task))
     return failed
+
+
+# -- process pools and scripts without a main guard -----------------------------------------------
+#
+# Pools here use the "spawn" start method (safe beside the threads of Jupyter and TensorFlow). A
+# spawned worker starts by importing the parent's main module again, as ``__mp_main__``: the
+# top-level code of a script runs once more in every worker. In a script without
+# ``if __name__ == "__main__":`` that code is the very call that wants the pool, so every worker
+# would start the work again; Python stops them with a RuntimeError and the pool breaks
+# (``BrokenProcessPool``). So before starting a pool we look at where the call comes from: a
+# script's top-level line outside such a guard gets one process, and a one-line note.
+
+
+def main_guard_lines(source: str) -> list[tuple[int, int]]:
+    """Line ranges (first, last) of the bodies of top-level ``if __name__ == "__main__":``
+    blocks in a module's source (1-based, inclusive); [] when it has none.
+
+    Raises:
+        SyntaxError: ``source`` is not Python.
+    """
+    import ast
+
+    def is_main_test(test: ast.expr) -> bool:
+        if not (isinstance(test, ast.Compare) and len(test.ops) == 1
+                and isinstance(test.ops[0], ast.Eq)):
+            return False
+        sides = [test.left, test.comparators[0]]
+        return (any(isinstance(x, ast.Name) and x.id == "__name__" for x in sides)
+                and any(isinstance(x, ast.Constant) and x.value == "__main__" for x in sides))
+
+    return [(node.body[0].lineno, node.body[-1].end_lineno or node.body[-1].lineno)
+            for node in ast.parse(source).body
+            if isinstance(node, ast.If) and is_main_test(node.test)]
+
+
+def _rerun_main_file(main: Any) -> Path | None:
+    """The file a spawned worker would run again as its ``__mp_main__`` (None: nothing runs).
+
+    Mirrors ``multiprocessing.spawn``: a main module imported by name (``python -m mod``) is
+    imported again unless it is a package's ``__main__``; a main script is run again unless it is
+    IPython's; the interactive prompt, ``python -c`` and Jupyter kernels leave nothing to re-run.
+    """
+    if main is None:
+        return None
+    spec_name = getattr(getattr(main, "__spec__", None), "name", None)
+    if spec_name is not None:
+        if spec_name == "__main__" or spec_name.endswith(".__main__"):
+            return None
+        origin = getattr(main.__spec__, "origin", None) or getattr(main, "__file__", None)
+        return Path(origin) if origin else None
+    path = getattr(main, "__file__", None)
+    if not path or os.path.splitext(os.path.basename(path))[0] == "ipython":
+        return None
+    return Path(path)
+
+
+def _main_module_line(main: Any) -> int | None:
+    """The line of the main module's top-level code that is running now (the call that led
+    here), or None when this call does not come from it (a thread, a callback)."""
+    import sys
+
+    frame = sys._getframe(1)
+    line = None
+    while frame is not None:
+        if frame.f_globals is vars(main) and frame.f_code.co_name == "<module>":
+            line = frame.f_lineno
+        frame = frame.f_back
+    return line
+
+
+def process_pool_refusal() -> str:
+    """Why a "spawn" process pool must not be started from here, or "" when it may.
+
+    A pool is refused when its workers would run again the call that starts it: the call comes
+    from a main script's (or ``python -m`` module's) top-level code outside
+    ``if __name__ == "__main__":`` (or, when the calling line cannot be told, from a script
+    without such a guard), or the script cannot be read back. Notebooks, the interactive
+    prompt, ``python -c``, the ``musicrnn`` command and guarded scripts get their pools.
+
+    Returns:
+        "" or a one-line reason that says what to add to get the pool.
+    """
+    import sys
+
+    main = sys.modules.get("__main__")
+    path = _rerun_main_file(main)
+    if path is None:
+        return ""
+    advice = 'put its code under `if __name__ == "__main__":` to use several processes'
+    try:
+        guards = main_guard_lines(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+        return f"worker processes could not read the main script {path.name} back"
+    line = _main_module_line(main)
+    if line is None:
+        return "" if guards else f"the script {path.name} has no main guard; {advice}"
+    if any(first <= line <= last for first, last in guards):
+        return ""
+    return (f"the script {path.name} runs this from its top level (line {line}) without a main "
+            f"guard, and worker processes would run it again; {advice}")
+
+
+def stop_if_rerun_by_worker(what: str) -> None:
+    """Stop a spawned worker that is running the parent's unguarded script again.
+
+    While a "spawn" worker starts, it runs the parent's main script again; a script without a
+    main guard then reaches the parent's own call (``load_corpus``, say) in the worker. The work
+    is the parent's to do: the worker leaves at once with a one-line message, the parent's pool
+    breaks, and the parent does the work in one process.
+
+    Raises:
+        SystemExit: in such a worker.
+    """
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise SystemExit(
+            f"musicrnn: a worker process that was starting ran the main script again and "
+            f"reached {what}; it leaves that to the parent process (put the script's code "
+            f'under `if __name__ == "__main__":`)'
+        )
 
 
 # -- local folders --------------------------------------------------------------------------------
@@ -939,8 +1092,10 @@ def _local_files(dataset: Dataset) -> DatasetFiles:
     maestro_csv = _find_maestro_csv(folder)
     if maestro_csv is not None:
         official = _read_maestro_csv(maestro_csv, folder)
-        listed = {f.name for f in official.files}
-        extra = [p for p in midi if p.relative_to(folder).as_posix() not in listed]
+        # Files the CSV does not name are split by file; a file it names but leaves out (an
+        # unknown split, say) stays out, with its reason in `skipped`.
+        named = {f.name for f in official.files} | {n for n, _ in official.skipped}
+        extra = [p for p in midi if p.relative_to(folder).as_posix() not in named]
         hashed = _hash_split(folder, extra)
         files = sorted(official.files + hashed, key=lambda f: f.name)
         return DatasetFiles(dataset.name, folder, files, skipped=official.skipped)
@@ -982,53 +1137,110 @@ def _find_midi(folder: Path) -> list[Path]:
 
 # -- MAESTRO: the official CSV --------------------------------------------------------------------
 
+_CSV_REQUIRED = ("midi_filename", "split")
+"""Columns a MAESTRO metadata CSV must have; any others are read where known, ignored if not."""
+
 _CSV_FIELDS = {"composer": "canonical_composer", "title": "canonical_title", "year": "year",
                "duration": "duration"}
+_CSV_KEPT_AS_IS = ("canonical_composer", "canonical_title")  # also under the CSV's own names
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The column names of a CSV (BOM and spaces stripped); [] when it cannot be read."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            return [h.strip() for h in next(csv.reader(handle), [])]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
 
 
 def _find_maestro_csv(folder: Path) -> Path | None:
-    """A MAESTRO-style metadata CSV at the top of ``folder`` (with midi_filename and split)."""
-    for candidate in sorted(folder.glob("*.csv")):
-        try:
-            with candidate.open(newline="", encoding="utf-8") as handle:
-                header = next(csv.reader(handle), [])
-        except (OSError, UnicodeDecodeError):
-            continue
-        if {"midi_filename", "split"} <= set(header):
+    """The MAESTRO metadata CSV at the top of ``folder``, or None.
+
+    A CSV counts as one when it is named ``maestro*.csv`` or has a ``midi_filename`` column
+    (whether it also has every column it needs is checked when it is read, with a clear error).
+    """
+    candidates = sorted(folder.glob("*.csv"),
+                        key=lambda p: (not p.name.lower().startswith("maestro"), p.name))
+    for candidate in candidates:
+        if candidate.name.lower().startswith("maestro") or "midi_filename" in _csv_header(
+                candidate):
             return candidate
     return None
 
 
 def _read_maestro_csv(csv_path: Path, root: Path) -> DatasetFiles:
-    """The files a MAESTRO CSV lists, with its split and composer/title/year metadata."""
+    """The files a MAESTRO CSV lists, with its split and composer/title/year metadata.
+
+    Rows are read by column name, so extra or reordered columns do no harm. A row that cannot be
+    used is left out and listed in ``skipped`` with the reason, never dropped silently: a file
+    the CSV names that is not there (a half-copied download), a split other than train,
+    validation or test (compared without case and spaces), a path leading outside the folder, a
+    second row for one file, a row without a file name. Blank lines are ignored.
+
+    Raises:
+        MusicRNNError: an unreadable CSV, one without the ``midi_filename`` or ``split`` column,
+            or one of which not a single file is there.
+    """
     try:
-        with csv_path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = [h.strip() for h in next(reader, [])]
+            rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise MusicRNNError(f"cannot read the metadata CSV {csv_path} ({exc})") from exc
-    files, skipped = [], []
-    for row in rows:
-        name = (row.get("midi_filename") or "").strip().replace("\\", "/")
+        raise MusicRNNError(
+            f"cannot read the metadata CSV {csv_path} ({exc}); restore the official one"
+        ) from exc
+    missing = [c for c in _CSV_REQUIRED if c not in header]
+    if missing:
+        shown = ", ".join(header[:10]) + (", ..." if len(header) > 10 else "")
+        raise MusicRNNError(
+            f"the metadata CSV {csv_path} has no {' and no '.join(missing)} column (its "
+            f"columns: {shown or 'none'}); a MAESTRO CSV needs {' and '.join(_CSV_REQUIRED)}: "
+            f"restore the official CSV, or remove it to split the folder by file"
+        )
+    column = {}
+    for i, name in enumerate(header):
+        column.setdefault(name, i)  # a repeated column name: the first one counts
+
+    files: list[DatasetFile] = []
+    skipped: list[tuple[str, str]] = []
+    accepted: set[str] = set()
+    for number, values in enumerate(rows, start=1):
+        if not any(v.strip() for v in values):
+            continue  # a blank line holds nothing to lose
+        row = {col: values[i].strip() for col, i in column.items() if i < len(values)}
+        get = row.get
+        name = get("midi_filename", "").replace("\\", "/")
+        where = f"{csv_path.name} row {number}"
         if not name:
+            skipped.append((where, "the row names no midi_filename"))
             continue
-        split = (row.get("split") or "").strip()
+        split = get("split", "")
         path = root / name
-        if split not in SPLITS:
-            skipped.append((name, f"unknown split {split!r} in {csv_path.name}"))
+        if split.lower() not in SPLITS:
+            skipped.append((name, f"unknown split {split!r} in {where} (expected "
+                                  f"{', '.join(SPLITS)})"))
+        elif name in accepted:
+            skipped.append((f"{name} ({where})", f"listed twice in {csv_path.name}; the "
+                                                 f"first row is used"))
         elif not _is_safe_member(name):
-            skipped.append((name, "a path outside the dataset folder"))
+            skipped.append((name, f"a path outside the dataset folder ({where})"))
         elif not path.is_file():
-            skipped.append((name, f"listed in {csv_path.name} but missing"))
+            skipped.append((name, f"listed in {csv_path.name} but missing (a half-copied "
+                                  f"download? copy the file again)"))
         else:
-            metadata = {k: (row.get(col) or "").strip() for k, col in _CSV_FIELDS.items()
-                        if col in row}
+            metadata = {k: get(col, "") for k, col in _CSV_FIELDS.items() if col in column}
+            metadata.update({col: get(col, "") for col in _CSV_KEPT_AS_IS if col in column})
             if "title" in metadata:
                 metadata["work"] = f"{metadata.get('composer', '')}: {metadata['title']}"
-            files.append(DatasetFile(path.resolve(), name, split, metadata))
+            files.append(DatasetFile(path.resolve(), name, split.lower(), metadata))
+            accepted.add(name)
     if not files:
         raise MusicRNNError(
-            f"{csv_path} lists no MIDI file that is there ({len(skipped)} missing or unusable); "
-            f"extract the whole archive next to it"
+            f"{csv_path} lists no MIDI file that is there ({len(skipped)} missing or unusable, "
+            f"e.g. {skipped[0][0]}: {skipped[0][1]}); extract the whole archive next to it"
+            if skipped else f"{csv_path} lists no MIDI files; restore the official CSV"
         )
     return DatasetFiles(csv_path.parent.name, root, sorted(files, key=lambda f: f.name),
                         skipped=skipped)
@@ -1318,5 +1530,6 @@ __all__ = [
     "DATASETS", "Dataset", "DatasetFile", "DatasetFiles", "MAESTRO_URL_ENV", "SPLITS",
     "assign_splits", "download", "plan", "extract_archive", "fetch", "file_sha256", "get_dataset",
     "group_by_melody", "list_datasets", "melody_ngrams", "musicxml_voices", "register_dataset",
-    "registry_frame", "safe_extract", "select_subset", "verify_archive",
+    "main_guard_lines", "process_pool_refusal", "registry_frame", "safe_extract",
+    "select_subset", "stop_if_rerun_by_worker", "verify_archive",
 ]

@@ -26,11 +26,25 @@ synthesizers such as FluidSynth) use, and says so:
 
 * **Overlapping notes of one key.** symusic pairs note-ons and note-offs first-in first-out; a
   MIDI note-off, however, releases the key, ending *every* sounding note of that pitch on that
-  channel. A note therefore ends at the first note-off of its key after its start.
+  channel. A note therefore ends at the first note-off of its key after its start. A file where
+  that happens is read again from its events by this rule, so that a note-on whose note-off
+  symusic gave to an earlier note is kept too (a key struck while held, released once, struck
+  again). Not seen, and so still lost: a key struck again while held whose one release is its
+  last, with no overlap that symusic shows (pretty_midi keeps that second note).
+* **Velocity-0 note-ons** are note-offs (both readers agree).
 * **Zero-length notes** (note-on and note-off at the same tick, nothing else sounding) make no
   sound and are dropped, as pretty_midi drops them.
 * **Notes never switched off** are dropped (both readers agree).
-* **Sustain pedal** (CC 64) is not applied: ``duration`` is how long the key was held (both agree).
+* **Sustain pedal** (CC 64): by default ``duration`` is how long the key was held (both
+  readers agree). With ``sustain=True`` it is how long the note *sounds*, by the convention of
+  Magenta's note sequences: a note whose key goes up while the pedal is down (its last CC 64 at or
+  before the key-up is 64 or more) sounds on until the pedal lifts or the same key is struck
+  again, whichever comes first (a pedal never lifted: until the file's last event). The pedal
+  acts on the notes of its own instrument track (a MIDI track's channel and program, as
+  pretty_midi and Magenta group them); it never shortens a note, and notes struck again while
+  their key is still held keep the rule above (they end at that key's next key-up, or later
+  under the pedal). Corpus extraction applies it by default for MAESTRO
+  (:func:`sustain_default`), where pianists pedal most of the time; the cache records which.
 * **Tempo changes on tracks other than the first** (invalid in a type-1 file, but played by
   sequencers) are honoured here; pretty_midi ignores them with a warning, so its times differ.
 * **Program changes in the middle of a note**: a note belongs to the program in force at its
@@ -67,7 +81,7 @@ FEATURES: tuple[str, ...] = ("pitch", "step", "duration")
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 """Bump when extraction semantics or the cache layout change: older caches are extracted again."""
 
 _DTYPES = {
@@ -114,7 +128,9 @@ class NoteCorpus:
 
     Piece ``i`` occupies rows ``offsets[i]:offsets[i + 1]`` of every column array. ``step`` restarts
     at each piece (its first note has step 0), so windows taken inside one piece never see a gap
-    that belongs to another. ``skipped`` lists the files an extraction left out, with the reason.
+    that belongs to another. ``skipped`` lists, with the reason, every file left out: by the
+    dataset's listing (a file its CSV names that is missing, say) and by extraction (a file that
+    cannot be read). ``sustain`` says whether durations have the sustain pedal applied.
     Made by :func:`extract_corpus` (or :func:`extract_files`); saved and loaded without pickles by
     :meth:`to_npz` / :meth:`from_npz`.
     """
@@ -126,9 +142,11 @@ class NoteCorpus:
     columns: dict[str, np.ndarray]  # NOTE_COLUMNS -> (n_notes,) arrays
     metadata: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. "composer", "title", "work"
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) left out
+    sustain: bool = False  # durations with the sustain pedal applied (sounding, not key-up)
 
     def __post_init__(self) -> None:
         self.skipped = [(str(name), str(reason)) for name, reason in self.skipped]
+        self.sustain = bool(self.sustain)
         self.names = np.asarray(self.names, dtype=str)
         self.splits = np.asarray(self.splits, dtype=str)
         self.offsets = np.asarray(self.offsets, dtype=np.int64)
@@ -200,14 +218,39 @@ class NoteCorpus:
             columns={c: a[rows] for c, a in self.columns.items()},
             metadata={k: v[idx] for k, v in self.metadata.items()},
             skipped=list(self.skipped),
+            sustain=self.sustain,
         )
 
-    def find(self, name: str) -> int:
-        """Index of the piece called ``name`` (its file path relative to the dataset root)."""
-        hits = np.flatnonzero(self.names == name)
+    def find(self, name: str | os.PathLike) -> int:
+        """Index of the piece called ``name``.
+
+        ``name`` is the piece's file path relative to the dataset root (for MAESTRO its
+        ``midi_filename`` in the CSV, ``2004/MIDI-Unprocessed_...midi``); a path that ends with
+        it (the file's full path, or ``maestro-v2.0.0/2004/...``) or the bare file name also
+        finds it, as long as one piece only matches.
+
+        Raises:
+            MusicRNNError: no piece, or several pieces, match.
+        """
+        wanted = Path(name).as_posix().strip()
+        hits = np.flatnonzero(self.names == wanted)
+        if not len(hits) and wanted:
+            hits = np.array([i for i, n in enumerate(self.names.tolist())
+                             if wanted.endswith("/" + n) or n.endswith("/" + wanted)], dtype=int)
+        if len(hits) > 1:
+            shown = ", ".join(self.names[hits[:3]].tolist())
+            raise MusicRNNError(f"{len(hits)} pieces of {self.dataset} match {wanted!r} ({shown}"
+                                f"{', ...' if len(hits) > 3 else ''}); give more of the path")
         if not len(hits):
-            raise MusicRNNError(f"no piece named {name!r} in {self.dataset}; see corpus.names")
+            raise MusicRNNError(f"no piece named {wanted!r} in {self.dataset}; see corpus.names")
         return int(hits[0])
+
+    def info(self, i: int) -> dict[str, str]:
+        """What is known about piece ``i``: its ``name``, ``split`` and every metadata field (for
+        MAESTRO ``canonical_composer``, ``canonical_title``, ``year``, ``duration``, and the short
+        ``composer``, ``title``, ``work``)."""
+        return {"name": str(self.names[i]), "split": str(self.splits[i]),
+                **{k: str(v[i]) for k, v in self.metadata.items()}}
 
     def summary(self):
         """Pieces and notes per split, as a pandas DataFrame."""
@@ -262,6 +305,7 @@ class NoteCorpus:
             "meta_values": (np.stack([self.metadata[k] for k in keys]) if keys
                             else np.zeros((0, len(self)), dtype=str)),
             "skipped": np.asarray(self.skipped, dtype=str).reshape(-1, 2),
+            "sustain": np.asarray(self.sustain),
         }
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as handle:
@@ -288,6 +332,7 @@ class NoteCorpus:
                          **{c: ints[i] for i, c in enumerate(cls._INT_COLUMNS)}},
                 metadata={str(k): values[i] for i, k in enumerate(z["meta_keys"])},
                 skipped=[tuple(row) for row in z["skipped"].tolist()],
+                sustain=bool(z["sustain"]),
             )
             if len(floats) == 2:
                 step, duration = corpus._derived(floats[0], floats[1])
@@ -301,7 +346,8 @@ class NoteCorpus:
     @classmethod
     def from_tables(cls, dataset: str, tables: list, names: list[str], splits: list[str],
                     metadata: dict[str, list[str]] | None = None,
-                    skipped: list[tuple[str, str]] | None = None) -> "NoteCorpus":
+                    skipped: list[tuple[str, str]] | None = None,
+                    sustain: bool = False) -> "NoteCorpus":
         """Build a corpus from per-piece note tables (DataFrames or dicts of column arrays)."""
         lengths = [len(t["pitch"]) for t in tables]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -311,7 +357,7 @@ class NoteCorpus:
             for c in NOTE_COLUMNS
         }
         return cls(dataset=dataset, names=names, splits=splits, offsets=offsets, columns=columns,
-                   metadata=metadata or {}, skipped=list(skipped or []))
+                   metadata=metadata or {}, skipped=list(skipped or []), sustain=sustain)
 
 
 def manifest_text(manifest: dict) -> str:
@@ -401,8 +447,189 @@ def _ticks_to_seconds(ticks: np.ndarray, tempo_map) -> np.ndarray:
     return seg_starts[i] + scales[i] * (ticks - seg_ticks[i])
 
 
-def _note_arrays(path: str | os.PathLike, programs: Iterable[int] | None = None
-                 ) -> dict[str, np.ndarray]:
+SUSTAIN_CONTROL = 64
+"""The MIDI control change of the sustain (damper) pedal: a value of 64 or more holds it down."""
+
+
+def _pedal_events(track) -> tuple[np.ndarray, np.ndarray]:
+    """(ticks, down) of one track's sustain-pedal control changes, in time order."""
+    controls = track.controls.numpy()
+    chosen = controls["number"] == SUSTAIN_CONTROL
+    ticks = controls["time"][chosen].astype(np.int64)
+    order = np.argsort(ticks, kind="stable")  # events of one tick keep the file's order
+    return ticks[order], controls["value"][chosen][order] >= 64
+
+
+def _sustained_offs(off: np.ndarray, key: np.ndarray, by_key: np.ndarray, key_sorted: np.ndarray,
+                    on_sorted: np.ndarray, pedals: dict[int, tuple[np.ndarray, np.ndarray]],
+                    last_tick: int) -> np.ndarray:
+    """Note-off ticks with the sustain pedal applied (the note-sequence convention of Magenta).
+
+    A note whose key goes up while its track's pedal is down (the track's last pedal event at or
+    before the key-up tick says 64 or more) sounds on until the pedal's next lift or the next
+    strike of the same key, whichever comes first; a pedal never lifted lets it sound to
+    ``last_tick``. The pedal never shortens a note.
+
+    Args:
+        off: key-up ticks, int64, of notes sorted by start.
+        key: each note's key, ``track * 128 + pitch`` (the pitch alone in a file whose notes
+            are all on one track, which is then track 0 here).
+        by_key: the notes' order by key, then start (a stable argsort of ``key``);
+            ``key_sorted`` and ``on_sorted`` are ``key`` and the note-on ticks in that order.
+        pedals: track -> :func:`_pedal_events` of that track (tracks without pedal left out).
+        last_tick: the file's last note-off or pedal event.
+    """
+    n = len(off)
+    out = off.copy()
+    one_track = int(key.max()) < 128
+    rank = np.empty(n, np.int64)
+    rank[by_key] = np.arange(n)  # where each note stands in the order by key
+    for track, (ticks, down) in pedals.items():
+        mine = None if one_track else np.flatnonzero((key >> 7) == track)
+        up_at = off if mine is None else off[mine]
+        last = np.searchsorted(ticks, up_at, side="right") - 1  # the last pedal event <= key-up
+        held = np.flatnonzero((last >= 0) & down[last])  # (down[-1] is masked by last >= 0)
+        if not len(held):
+            continue
+        # The first lift after each pedal event (events after the last one <= a key-up are all
+        # later than it): one lookup a note.
+        m = len(down)
+        first_lift = np.minimum.accumulate(np.where(down, m, np.arange(m))[::-1])[::-1]
+        after = np.append(first_lift[1:], m)  # the index of the first lift after event i
+        lift = np.append(ticks, last_tick)[after[last[held]]]
+        # The next strike of the same key at or after the key-up: usually the key's next note.
+        rows = held if mine is None else mine[held]
+        up, k = off[rows], key[rows]
+        j = rank[rows] + 1
+        jj = np.minimum(j, n - 1)
+        same = (j < n) & (key_sorted[jj] == k)
+        restrike = np.where(same, on_sorted[jj], last_tick)
+        early = np.flatnonzero(same & (on_sorted[jj] < up))  # struck again while still held
+        if len(early):
+            strikes = (key_sorted << 32) | on_sorted
+            i = np.searchsorted(strikes, (k[early] << 32) | up[early], side="left")
+            nxt = strikes[np.minimum(i, n - 1)]
+            restrike[early] = np.where((i < n) & ((nxt >> 32) == k[early]), nxt & 0xFFFFFFFF,
+                                       last_tick)
+        out[rows] = np.maximum(up, np.minimum(lift, restrike))
+    return out
+
+
+_DATA_BYTES = {0x80: 2, 0x90: 2, 0xA0: 2, 0xB0: 2, 0xC0: 1, 0xD0: 1, 0xE0: 2}
+
+
+def _midi_events(data: bytes) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    """The note and sustain-pedal events of a standard MIDI file, read straight from its bytes.
+
+    Returns:
+        (note-ons as (track, channel, pitch, tick, velocity, program in force), note-offs as
+        (track, channel, pitch, tick) -- velocity-0 note-ons included --, pedal events as
+        (track, channel, tick, value)), each in file order.
+
+    Raises:
+        ValueError, IndexError: bytes that do not parse.
+    """
+    def vlq(pos: int) -> tuple[int, int]:
+        value = 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            value = (value << 7) | (byte & 0x7F)
+            if byte < 0x80:
+                return value, pos
+
+    n_tracks = int.from_bytes(data[10:12], "big")
+    pos = 8 + int.from_bytes(data[4:8], "big")
+    ons: list[tuple] = []
+    offs: list[tuple] = []
+    pedal: list[tuple] = []
+    track = 0
+    while track < n_tracks and pos + 8 <= len(data):
+        kind, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "big")
+        pos += 8
+        end = min(pos + size, len(data))
+        if kind != b"MTrk":
+            pos = end
+            continue
+        tick, running, program = 0, 0, [0] * 16
+        while pos < end:
+            delta, pos = vlq(pos)
+            tick += delta
+            byte = data[pos]
+            if byte == 0xFF:  # a meta event; running status goes on after it
+                meta, (size, pos) = data[pos + 1], vlq(pos + 2)
+                pos += size
+                if meta == 0x2F:  # end of track
+                    break
+                continue
+            if byte in (0xF0, 0xF7):  # system exclusive: cancels running status
+                size, pos = vlq(pos + 1)
+                pos += size
+                running = 0
+                continue
+            if byte >= 0x80:
+                running = byte
+                pos += 1
+            message, channel = running & 0xF0, running & 0x0F
+            if message not in _DATA_BYTES:
+                raise ValueError(f"no channel message status at byte {pos}")
+            if _DATA_BYTES[message] == 1:
+                if message == 0xC0:
+                    program[channel] = data[pos]
+                pos += 1
+                continue
+            a, b = data[pos], data[pos + 1]
+            pos += 2
+            if message == 0x90 and b:
+                ons.append((track, channel, a, tick, b, program[channel]))
+            elif message in (0x80, 0x90):
+                offs.append((track, channel, a, tick))
+            elif message == 0xB0 and a == SUSTAIN_CONTROL:
+                pedal.append((track, channel, tick, b))
+        pos = end
+        track += 1
+    return ons, offs, pedal
+
+
+def _notes_by_midi_rule(data: bytes, wanted: set[int] | None):
+    """A file's melodic notes paired by MIDI's rule, read from its events (see
+    :func:`_note_arrays`, which needs this only for overlapping notes of one key).
+
+    Returns:
+        (on, off, pitch, velocity, key, pedals): notes whose key is released after they start,
+        each ending at the first release of its key (one MIDI track's channel and pitch); the
+        key is ``channel index * 128 + pitch``, and ``pedals`` maps a channel index to its
+        sustain-pedal (ticks, down). Empty arrays when no note qualifies.
+    """
+    on_events, off_events, pedal_events = _midi_events(data)
+    ons = np.asarray(on_events, dtype=np.int64).reshape(-1, 6)
+    offs = np.asarray(off_events, dtype=np.int64).reshape(-1, 4)
+    melodic = ons[:, 1] != 9  # MIDI channel 10 is drums
+    if wanted is not None:
+        melodic &= np.isin(ons[:, 5], sorted(wanted))
+    ons = ons[melodic]
+    on_key = ((ons[:, 0] * 16 + ons[:, 1]) << 7) | ons[:, 2]
+    releases = np.sort((((offs[:, 0] * 16 + offs[:, 1]) << 7 | offs[:, 2]) << 32) | offs[:, 3])
+    i = np.searchsorted(releases, (on_key << 32) | ons[:, 3], side="right")
+    found = releases[np.minimum(i, max(len(releases) - 1, 0))] if len(releases) else i
+    closed = (i < len(releases)) & ((found >> 32) == on_key)
+    ons, on_key, off = ons[closed], on_key[closed], (found & 0xFFFFFFFF)[closed]
+    channels, channel_index = np.unique(on_key >> 7, return_inverse=True)
+    key = (channel_index.astype(np.int64) << 7) | ons[:, 2]
+    pedals = {}
+    if pedal_events:
+        events = np.asarray(pedal_events, dtype=np.int64)
+        for index, channel in enumerate(channels.tolist()):
+            mine = events[events[:, 0] * 16 + events[:, 1] == channel]
+            order = np.argsort(mine[:, 2], kind="stable")
+            down = mine[order, 3] >= 64
+            if down.any():
+                pedals[index] = (mine[order, 2], down)
+    return ons[:, 3], off, ons[:, 2], ons[:, 4], key, pedals
+
+
+def _note_arrays(path: str | os.PathLike, programs: Iterable[int] | None = None,
+                 sustain: bool = False) -> dict[str, np.ndarray]:
     """The note table of one file as a dict of column arrays (the fast path behind
     :func:`midi_to_notes` and corpus extraction)."""
     path = Path(path)
@@ -432,7 +659,10 @@ def _note_arrays(path: str | os.PathLike, programs: Iterable[int] | None = None
                 f"{path} holds only drum notes ({n_drum} on MIDI channel 10), which carry no "
                 "pitch to model; use a file with melodic instruments"
             )
-        raise MusicRNNError(f"{path} holds no notes (an empty or control-only MIDI file)")
+        raise MusicRNNError(
+            f"{path} holds no notes (an empty file, or only control events such as the sustain "
+            f"pedal); use a file with notes"
+        )
 
     if len(groups) == 1:
         k, g = groups[0]
@@ -455,17 +685,42 @@ def _note_arrays(path: str | os.PathLike, programs: Iterable[int] | None = None
         on, off, pitch, velocity, key = (a[sounding] for a in (on, off, pitch, velocity, key))
         if not len(on):
             raise MusicRNNError(f"{path} holds only zero-length notes (note-off at the note-on)")
+    pedals = None  # from the events, when they are read again below
     order = np.argsort((on << 7) | pitch, kind="stable")  # by start, then pitch
     on, off, pitch, velocity, key = on[order], off[order], pitch[order], velocity[order], key[order]
     # Stable sort by key of notes sorted by start: each key's notes in start order (a radix sort).
     by_key = np.argsort(key.astype(np.uint16) if key.max() < 2**16 else key, kind="stable")
     k_sorted, on_sorted, off_sorted = key[by_key], on[by_key], off[by_key]
     if np.any((k_sorted[1:] == k_sorted[:-1]) & (off_sorted[:-1] > on_sorted[1:])):
-        # Overlapping notes of one key: symusic paired them first-in first-out; in MIDI each
-        # note ends at the first note-off of its key after its start.
-        shifted = key << 32
-        offs = np.sort(shifted | off)
-        off = offs[np.searchsorted(offs, shifted | on, side="right")] & 0xFFFFFFFF
+        # Overlapping notes of one key (struck again while held). symusic pairs note-ons and
+        # note-offs first-in first-out, and so also drops a later note-on whose note-off it gave
+        # to an earlier note; in MIDI a note-off releases the key, ending every sounding note of
+        # it. Such files (5 of MAESTRO's 1,104 train and validation performances) are read
+        # again by that rule, straight from their events.
+        try:
+            exact = _notes_by_midi_rule(path.read_bytes(), wanted)
+        except (OSError, ValueError, IndexError):
+            exact = None  # bytes symusic read but this reader does not: pair symusic's notes
+        if exact is not None and len(exact[0]):
+            on, off, pitch, velocity, key, pedals = exact
+            order = np.argsort((on << 7) | pitch, kind="stable")
+            on, off, pitch, velocity, key = (a[order] for a in (on, off, pitch, velocity, key))
+            by_key = np.argsort(key, kind="stable")
+            k_sorted, on_sorted = key[by_key], on[by_key]
+        else:
+            shifted = key << 32
+            offs = np.sort(shifted | off)
+            off = offs[np.searchsorted(offs, shifted | on, side="right")] & 0xFFFFFFFF
+    if sustain:
+        if pedals is None:
+            pedals = {}
+            for k, _ in groups:
+                ticks, down = _pedal_events(score.tracks[k])
+                if down.any():
+                    pedals[k if len(groups) > 1 else 0] = (ticks, down)
+        if pedals:
+            last_tick = max(int(off.max()), *(int(t[-1]) for t, _ in pedals.values()))
+            off = _sustained_offs(off, key, by_key, k_sorted, on_sorted, pedals, last_tick)
     tempo_map = _tempo_map(score)
     start = _ticks_to_seconds(on, tempo_map)
     end = _ticks_to_seconds(off, tempo_map)
@@ -482,8 +737,8 @@ def _note_arrays(path: str | os.PathLike, programs: Iterable[int] | None = None
     }
 
 
-def midi_to_notes(path: str | os.PathLike, programs: Iterable[int] | None = None
-                  ) -> "pd.DataFrame":
+def midi_to_notes(path: str | os.PathLike, programs: Iterable[int] | None = None,
+                  *, sustain: bool = False) -> "pd.DataFrame":
     """Read one MIDI file into a note table.
 
     Every non-drum note of every instrument (or only of the General MIDI ``programs`` asked
@@ -493,6 +748,9 @@ def midi_to_notes(path: str | os.PathLike, programs: Iterable[int] | None = None
     Args:
         path: a ``.mid``/``.midi`` file.
         programs: General MIDI program numbers (0-127) to keep; None keeps every instrument.
+        sustain: apply the sustain pedal (CC 64): ``duration`` is how long a note sounds, not
+            how long its key was held (see the module's notes). Corpus extraction does this by
+            default for MAESTRO (:func:`sustain_default`); a single file does not unless asked.
 
     Returns:
         A pandas DataFrame, one row per note.
@@ -503,7 +761,59 @@ def midi_to_notes(path: str | os.PathLike, programs: Iterable[int] | None = None
     """
     import pandas as pd
 
-    return pd.DataFrame(_note_arrays(path, programs), columns=list(NOTE_COLUMNS))
+    return pd.DataFrame(_note_arrays(path, programs, sustain=sustain), columns=list(NOTE_COLUMNS))
+
+
+def sustain_spans(path: str | os.PathLike) -> np.ndarray:
+    """When the sustain pedal is down in a MIDI file: ``(k, 2)`` float64 seconds (down, up).
+
+    One row per press of the pedal (CC 64 going to 64 or more, until it goes below 64) on each
+    instrument track that has notes, sorted by time; a pedal never lifted ends at the file's
+    last event. An empty ``(0, 2)`` array when the file has no pedal (the chorales, say).
+
+    Raises:
+        MusicRNNError: as :func:`midi_to_notes`, for a file that cannot be read.
+    """
+    score = _read_score(Path(path))
+    rows = []
+    for track in score.tracks:
+        if track.is_drum or not len(track.notes):
+            continue
+        ticks, down = _pedal_events(track)
+        if not down.any():
+            continue
+        before = np.concatenate([[False], down[:-1]])
+        presses, lifts = ticks[down & ~before], ticks[~down & before]
+        if len(lifts) < len(presses):
+            lifts = np.append(lifts, max(int(score.end()), int(presses[-1])))
+        rows.append(np.stack([presses, lifts], axis=1))
+    if not rows:
+        return np.zeros((0, 2))
+    spans = np.concatenate(rows)
+    spans = spans[spans[:, 1] > spans[:, 0]]
+    spans = spans[np.lexsort((spans[:, 1], spans[:, 0]))]
+    tempo_map = _tempo_map(score)
+    return np.stack([_ticks_to_seconds(spans[:, 0], tempo_map),
+                     _ticks_to_seconds(spans[:, 1], tempo_map)], axis=1).reshape(-1, 2)
+
+
+def first_pedalled(files: Any) -> Any | None:
+    """The first of ``files`` whose MIDI has sustain-pedal events, or None when none has.
+
+    Args:
+        files: a ``datasets.DatasetFiles``, ``DatasetFile`` objects (anything with ``path``) or
+            plain paths. Files that cannot be read are passed over.
+
+    Returns:
+        That element of ``files`` (a ``DatasetFile``, or the path), or None.
+    """
+    for f in getattr(files, "files", files):
+        try:
+            if len(sustain_spans(getattr(f, "path", f))):
+                return f
+        except MusicRNNError:
+            continue
+    return None
 
 
 # == note table -> MIDI ============================================================================
@@ -511,15 +821,18 @@ def midi_to_notes(path: str | os.PathLike, programs: Iterable[int] | None = None
 
 def _table_columns(notes: Any) -> dict[str, np.ndarray]:
     """Columns of a note table given as a DataFrame, a dict of arrays, a structured array or a raw
-    ``(n, >=3)`` array of (pitch, step, duration)."""
+    ``(n, 3)`` array of (pitch, step, duration), or ``(n, 4)`` with each note's velocity last."""
     if isinstance(notes, np.ndarray) and notes.dtype.names is None:
         raw = np.asarray(notes, dtype=np.float64)
-        if raw.ndim != 2 or raw.shape[1] < 3:
+        if raw.ndim != 2 or raw.shape[1] not in (3, 4):
             raise MusicRNNError(
-                f"a raw note array must have shape (n, 3) of (pitch, step, duration); "
-                f"got {raw.shape}"
+                f"a raw note array must have shape (n, 3) of (pitch, step, duration) or (n, 4) "
+                f"with velocity; got {raw.shape}"
             )
-        return {c: raw[:, i] for i, c in enumerate(FEATURES)}
+        columns = {c: raw[:, i] for i, c in enumerate(FEATURES)}
+        if raw.shape[1] == 4:
+            columns["velocity"] = raw[:, 3]
+        return columns
     if isinstance(notes, np.ndarray):
         names = notes.dtype.names
         return {c: np.asarray(notes[c]) for c in NOTE_COLUMNS if c in names}
@@ -555,7 +868,8 @@ def notes_to_midi(
 
     Args:
         notes: a note table (DataFrame or dict with :data:`NOTE_COLUMNS`, or at least
-            ``pitch``/``step``/``duration``), or a raw ``(n, 3)`` array of (pitch, step, duration).
+            ``pitch``/``step``/``duration``), or a raw ``(n, 3)`` array of (pitch, step, duration)
+            or ``(n, 4)`` with each note's velocity last (a velocity model's output).
         out_path: where to write the ``.mid`` file (atomically); None writes nothing.
         program: General MIDI program of the instrument (0 = acoustic grand piano).
         velocity: one velocity for every note; None takes the table's ``velocity`` column, or
@@ -753,19 +1067,20 @@ def _versions() -> dict[str, Any]:
             "symusic": symusic.__version__, "numpy": np.__version__}
 
 
-def _extract_one(path: str, programs: tuple[int, ...] | None
+def _extract_one(path: str, programs: tuple[int, ...] | None, sustain: bool = False
                  ) -> tuple[dict[str, np.ndarray] | None, str | None]:
     """Worker: one file's note arrays, or None and the reason it was skipped."""
     try:
-        return _note_arrays(path, programs), None
+        return _note_arrays(path, programs, sustain=sustain), None
     except MusicRNNError as exc:
         return None, str(exc).replace(str(path), "the file")
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop a corpus
         return None, f"unexpected {type(exc).__name__}: {exc}"
 
 
-def _extract_chunk(paths: list[str], programs: tuple[int, ...] | None) -> list[tuple]:
-    return [_extract_one(p, programs) for p in paths]
+def _extract_chunk(paths: list[str], programs: tuple[int, ...] | None, sustain: bool = False
+                   ) -> list[tuple]:
+    return [_extract_one(p, programs, sustain) for p in paths]
 
 
 def _auto_workers(total_bytes: int) -> int:
@@ -778,19 +1093,27 @@ def _auto_workers(total_bytes: int) -> int:
     return min(cpus, 16)
 
 
-def _run_extraction(sources: list[_Source], programs, workers: int, progress: bool, desc: str
-                    ) -> list[tuple]:
+def _run_extraction(sources: list[_Source], programs, workers: int, progress: bool, desc: str,
+                    sustain: bool = False) -> tuple[list[tuple], int]:
+    """Every source's (arrays, reason) in order, and the number of processes that parsed them."""
     from tqdm.auto import tqdm
 
+    from .datasets import process_pool_refusal
+
     paths_ = [str(s.path) for s in sources]
+    if workers > 1 and len(paths_) >= 2:
+        refusal = process_pool_refusal()
+        if refusal:
+            _say(f"Parsing in one process: {refusal}")
+            workers = 1
     bar = tqdm(total=len(paths_), desc=desc, unit="file", disable=not progress)
     try:
         if workers <= 1 or len(paths_) < 2:
             results = []
             for p in paths_:
-                results.append(_extract_one(p, programs))
+                results.append(_extract_one(p, programs, sustain))
                 bar.update(1)
-            return results
+            return results, 1
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
         from concurrent.futures.process import BrokenProcessPool
@@ -801,7 +1124,7 @@ def _run_extraction(sources: list[_Source], programs, workers: int, progress: bo
         # "spawn": safe beside the threads of TensorFlow or Jupyter (fork is not).
         try:
             with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-                futures = {pool.submit(_extract_chunk, c, programs): i
+                futures = {pool.submit(_extract_chunk, c, programs, sustain): i
                            for i, c in enumerate(chunks)}
                 for fut in as_completed(futures):
                     i = futures[fut]
@@ -812,9 +1135,9 @@ def _run_extraction(sources: list[_Source], programs, workers: int, progress: bo
             _say(f"The process pool failed ({type(exc).__name__}: {exc}); parsing serially")
             for i, chunk in enumerate(chunks):
                 if out[i] is None:
-                    out[i] = _extract_chunk(chunk, programs)
+                    out[i] = _extract_chunk(chunk, programs, sustain)
                     bar.update(len(chunk))
-        return [r for chunk in out for r in chunk]  # type: ignore[union-attr]
+        return [r for chunk in out for r in chunk], workers  # type: ignore[union-attr]
     finally:
         bar.close()
 
@@ -824,9 +1147,15 @@ def _manifest_path(cache_path: Path) -> Path:
         if cache_path.name.endswith(".npz") else cache_path.with_suffix(".manifest.json")
 
 
-def _read_cache(cache_path: Path, dataset: str, fingerprints: list[dict], programs
+def _read_cache(cache_path: Path, dataset: str, fingerprints: list[dict], programs,
+                sustain: bool = False, left_out: list[list[str]] | None = None
                 ) -> tuple[NoteCorpus | None, str]:
-    """The cached corpus when it is current, else None and why not."""
+    """The cached corpus when it is current, else None and why not.
+
+    Current means: made by these versions, for this dataset, programs and pedal setting, from
+    files of the same names, splits, sizes and modification times, with the same files left
+    out by the dataset's listing (``left_out``: ``[name, reason]`` pairs).
+    """
     manifest_path = _manifest_path(cache_path)
     if not cache_path.is_file() or not manifest_path.is_file():
         return None, "no cache yet"
@@ -840,12 +1169,19 @@ def _read_cache(cache_path: Path, dataset: str, fingerprints: list[dict], progra
         return None, "it was made by other versions of musicrnn/symusic/numpy"
     if manifest.get("dataset") != dataset or manifest.get("programs") != programs:
         return None, "it was made for another dataset or other programs"
+    if manifest.get("sustain") is not bool(sustain):
+        return None, ("it was made without the sustain pedal applied" if sustain
+                      else "it was made with the sustain pedal applied")
     if manifest.get("files") != fingerprints:
         return None, "the files changed (names, splits, sizes or modification times)"
+    if manifest.get("left_out", []) != (left_out or []):
+        return None, "the dataset's listing leaves out other files now"
     try:
         corpus = NoteCorpus.from_npz(cache_path)
     except MusicRNNError as exc:
         return None, f"its notes are unreadable ({exc.__cause__ or exc})"
+    if corpus.sustain is not bool(sustain):
+        return None, "its notes disagree with the manifest on the sustain pedal"
     kept = {f["name"] for f in fingerprints} - {name for name, _ in corpus.skipped}
     if set(corpus.names.tolist()) != kept or corpus.n_notes != manifest.get("n_notes"):
         return None, "the cached notes do not match the manifest"
@@ -865,11 +1201,14 @@ def extract_files(
     force: bool = False,
     progress: bool = True,
     programs: Iterable[int] | None = None,
+    sustain: bool | None = None,
 ) -> NoteCorpus:
     """Extract the note tables of a list of MIDI files into a :class:`NoteCorpus` (and cache it).
 
     The engine behind :func:`extract_corpus`, usable with any files. Bad files are skipped and
-    listed with their reason in ``corpus.skipped``; one bad file never stops a corpus.
+    listed with their reason in ``corpus.skipped``; one bad file never stops a corpus. Files
+    that ``files`` (a ``DatasetFiles``) says its listing left out, such as MAESTRO files its CSV
+    names but that are missing, are listed there too, first.
 
     Args:
         files: a ``datasets.DatasetFiles``, a list of ``DatasetFile`` (anything with ``path``,
@@ -883,6 +1222,9 @@ def extract_files(
         force: extract again even when the cache is current.
         progress: show a progress bar and say what happened.
         programs: General MIDI programs to keep (None: every non-drum instrument).
+        sustain: apply the sustain pedal to durations (see the module's notes); None: the
+            default of ``dataset`` (:func:`sustain_default`: MAESTRO yes, other names no).
+            Recorded in the corpus and the manifest; a cache made otherwise is not used.
 
     Returns:
         The corpus; ``corpus.skipped`` lists ``(file name, reason)`` for files left out.
@@ -894,13 +1236,16 @@ def extract_files(
     sources = _as_sources(files)
     if not sources:
         raise MusicRNNError(f"{dataset}: no MIDI files to extract")
+    left_out = [(str(n), str(r)) for n, r in getattr(files, "skipped", None) or []]
+    sustain = sustain_default(dataset) if sustain is None else bool(sustain)
     programs_key = None if programs is None else sorted({int(p) for p in programs})
     fingerprints = [_fingerprint(s) for s in sources]
     cache_path = Path(cache_path) if cache_path is not None else None
     say = _say if progress else (lambda message: None)
 
     if cache_path is not None and not force:
-        corpus, why = _read_cache(cache_path, dataset, fingerprints, programs_key)
+        corpus, why = _read_cache(cache_path, dataset, fingerprints, programs_key, sustain,
+                                  [list(pair) for pair in left_out])
         if corpus is not None:
             say(f"Read {len(corpus)} pieces ({corpus.n_notes:,} notes) of {dataset} from the "
                 f"cache {cache_path} (current; pass force=True to extract again)")
@@ -908,10 +1253,14 @@ def extract_files(
         if why != "no cache yet":
             _say(f"Extracting {dataset} again: the cache {cache_path} is out of date: {why}")
 
+    from .datasets import stop_if_rerun_by_worker
+
+    stop_if_rerun_by_worker(f"the extraction of {dataset}")
     total_bytes = sum(max(f["size"], 0) for f in fingerprints)
     n_workers = _auto_workers(total_bytes) if workers is None else max(1, int(workers))
-    results = _run_extraction(sources, None if programs_key is None else tuple(programs_key),
-                              n_workers, progress, desc=f"Extracting {dataset}")
+    results, n_workers = _run_extraction(
+        sources, None if programs_key is None else tuple(programs_key), n_workers, progress,
+        desc=f"Extracting {dataset}", sustain=sustain)
 
     tables, kept, skipped = [], [], []
     for source, (arrays, reason) in zip(sources, results):
@@ -929,7 +1278,7 @@ def extract_files(
     corpus = NoteCorpus.from_tables(
         dataset, tables, names=[s.name for s in kept], splits=[s.split for s in kept],
         metadata={_metadata_key(k): [s.metadata.get(k, "") for s in kept] for k in keys},
-        skipped=skipped,
+        skipped=left_out + skipped, sustain=sustain,
     )
     elapsed = time.perf_counter() - started
     if cache_path is not None:
@@ -937,8 +1286,10 @@ def extract_files(
         manifest = {
             "dataset": dataset,
             "programs": programs_key,
+            "sustain": sustain,
             "files": fingerprints,
-            "skipped": [{"name": n, "reason": r} for n, r in skipped],
+            "left_out": [list(pair) for pair in left_out],
+            "skipped": [{"name": n, "reason": r} for n, r in left_out + skipped],
             "n_pieces": len(corpus),
             "n_notes": corpus.n_notes,
             "versions": _versions(),
@@ -950,8 +1301,12 @@ def extract_files(
 
         atomic_write_text(_manifest_path(cache_path), manifest_text(manifest))
     where = f"; cached at {cache_path}" if cache_path is not None else ""
-    say(f"Extracted {len(corpus)} pieces ({corpus.n_notes:,} notes) of {dataset} in "
+    pedal = "sounding durations (sustain pedal applied)" if sustain else "key-up durations"
+    say(f"Extracted {len(corpus)} pieces ({corpus.n_notes:,} notes, {pedal}) of {dataset} in "
         f"{elapsed:.2f} s with {n_workers} process{'es' if n_workers > 1 else ''}{where}")
+    if left_out:
+        say(f"The dataset's listing left out {len(left_out)} files (in corpus.skipped), e.g. "
+            f"{left_out[0][0]}: {left_out[0][1]}")
     if skipped:
         say(f"Skipped {len(skipped)} of {len(sources)} files (see corpus.skipped):")
         for name, reason in skipped[:10]:
@@ -980,12 +1335,35 @@ def dataset_slug(name: str, max_files: int | None = None) -> str:
     return f"{slug}-max{int(max_files)}" if max_files else slug
 
 
+def sustain_default(name: str) -> bool:
+    """Whether extraction applies the sustain pedal to a dataset unless told otherwise.
+
+    True for piano performances: ``maestro-v2``, ``maestro-v3`` and a ``local:`` folder that is
+    a MAESTRO copy (it holds a MAESTRO metadata CSV); False for the rest (the chorales and folk
+    songs have no pedal) and for names that are no dataset.
+    """
+    from .datasets import get_dataset
+
+    try:
+        return bool(get_dataset(name).sustain)
+    except MusicRNNError:
+        return False
+
+
 def cache_path(name: str, data_dir: str | os.PathLike | None = None,
-               max_files: int | None = None) -> Path:
-    """Where :func:`extract_corpus` caches a dataset: ``<data_dir>/notes/<slug>.npz``."""
+               max_files: int | None = None, sustain: bool | None = None) -> Path:
+    """Where :func:`extract_corpus` caches a dataset: ``<data_dir>/notes/<slug>.npz``.
+
+    With the dataset's own pedal setting (``sustain`` None, or equal to
+    :func:`sustain_default`) that is the one path every notebook reads; the other setting is
+    cached beside it, as ``<slug>-sustain.npz`` or ``<slug>-keyup.npz``, so the two never mix.
+    """
     from .paths import data_dir as resolve_data_dir
 
-    return resolve_data_dir(data_dir) / "notes" / f"{dataset_slug(name, max_files)}.npz"
+    stem = dataset_slug(name, max_files)
+    if sustain is not None and bool(sustain) != sustain_default(name):
+        stem += "-sustain" if sustain else "-keyup"
+    return resolve_data_dir(data_dir) / "notes" / f"{stem}.npz"
 
 
 def extract_corpus(
@@ -995,6 +1373,7 @@ def extract_corpus(
     max_files: int | None = None,
     force: bool = False,
     progress: bool = True,
+    sustain: bool | None = None,
 ) -> NoteCorpus:
     """Extract (or read from the cache) the note tables of a whole dataset.
 
@@ -1012,6 +1391,9 @@ def extract_corpus(
         max_files: use a deterministic subset of this many files (covering every split).
         force: ignore the cache and extract again.
         progress: show progress bars and messages.
+        sustain: durations with the sustain pedal applied (how long notes sound) or not (how
+            long keys were held); None: the dataset's default, :func:`sustain_default` (MAESTRO
+            yes, the others no).
 
     Returns:
         The :class:`NoteCorpus`, with ``.skipped`` listing files left out and why.
@@ -1022,12 +1404,14 @@ def extract_corpus(
     from .datasets import download
 
     files = download(name, data_dir=data_dir, max_files=max_files, progress=progress)
-    return extract_files(files, dataset=name, cache_path=cache_path(name, data_dir, max_files),
-                         workers=workers, force=force, progress=progress)
+    sustain = sustain_default(name) if sustain is None else bool(sustain)
+    return extract_files(files, dataset=name,
+                         cache_path=cache_path(name, data_dir, max_files, sustain),
+                         workers=workers, force=force, progress=progress, sustain=sustain)
 
 
 def load_corpus(name: str = "bach-chorales", data_dir: str | os.PathLike | None = None,
-                max_files: int | None = None) -> NoteCorpus:
+                max_files: int | None = None, sustain: bool | None = None) -> NoteCorpus:
     """The note corpus of a dataset: from the cache when current, extracted otherwise.
 
     When the dataset's files cannot be listed any more (deleted, or the network is needed) but a
@@ -1037,16 +1421,18 @@ def load_corpus(name: str = "bach-chorales", data_dir: str | os.PathLike | None 
         name: a dataset name, as for :func:`extract_corpus`.
         data_dir: the data folder (default: the project's ``data/``).
         max_files: the same subset size the corpus was extracted with (None: all files).
+        sustain: the sustain pedal applied to durations, or not; None: the dataset's default
+            (:func:`sustain_default`: MAESTRO, and ``local:`` MAESTRO copies, yes).
 
     Returns:
-        The :class:`NoteCorpus`.
+        The :class:`NoteCorpus` (``corpus.sustain`` says which durations it holds).
 
     Raises:
         MusicRNNError: an unknown dataset, or one that can be neither listed nor found cached.
     """
     from .datasets import download
 
-    cached = cache_path(name, data_dir, max_files)
+    cached = cache_path(name, data_dir, max_files, sustain)
     try:
         files = download(name, data_dir=data_dir, max_files=max_files)
     except MusicRNNError as exc:
@@ -1054,7 +1440,8 @@ def load_corpus(name: str = "bach-chorales", data_dir: str | os.PathLike | None 
             raise
         _say(f"Could not list {name}'s files ({exc}); using the cache {cached} as it is")
         return NoteCorpus.from_npz(cached)
-    return extract_files(files, dataset=name, cache_path=cached)
+    sustain = sustain_default(name) if sustain is None else bool(sustain)
+    return extract_files(files, dataset=name, cache_path=cached, sustain=sustain)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1066,8 +1453,9 @@ def validate_notes(notes, *, what: str = "notes", batch: bool = False) -> np.nda
     """Raw notes as float32 ``(time, 3)`` (or ``(batch, time, 3)`` when ``batch``), checked.
 
     Pitch must be a whole MIDI number 0-127 (raw, not divided by 128), step and duration finite
-    and >= 0, at least one note. The one check every entry point (primers, seed sequences, run
-    files) goes through.
+    and >= 0, at least one note. A fourth column, when there is one, is each note's MIDI
+    velocity, a whole number 1-127 (the notes of a velocity model). The one check every entry
+    point (primers, seed sequences, run files) goes through.
     """
     try:
         array = np.asarray(notes)
@@ -1077,11 +1465,11 @@ def validate_notes(notes, *, what: str = "notes", batch: bool = False) -> np.nda
         raise MusicRNNError(f"the {what} must be a numeric array of notes, got {array.dtype}")
     array = array.astype(np.float32)
     ok_ndim = (2, 3) if batch else (2,)
-    if array.ndim not in ok_ndim or array.shape[-1] != 3 or array.shape[-2] < 1:
+    if array.ndim not in ok_ndim or array.shape[-1] not in (3, 4) or array.shape[-2] < 1:
         expected = "(notes, 3) or (batch, notes, 3)" if batch else "(n, 3) array"
         raise MusicRNNError(
-            f"the {what} must have shape {expected} of raw (pitch, step, duration) with at least "
-            f"one note, got shape {array.shape}"
+            f"the {what} must have shape {expected} of raw (pitch, step, duration) (and "
+            f"velocity as a 4th column) with at least one note, got shape {array.shape}"
         )
     if not np.isfinite(array).all():
         raise MusicRNNError(f"the {what} holds NaN or infinite values")
@@ -1092,8 +1480,13 @@ def validate_notes(notes, *, what: str = "notes", batch: bool = False) -> np.nda
             f"{pitch.min():g} .. {pitch.max():g}"
             + (" (they look divided by 128: multiply them back)" if pitch.max() <= 1 else "")
         )
-    if array[..., 1:].min() < 0:
+    if array[..., 1:3].min() < 0:
         raise MusicRNNError(f"the {what}'s step and duration must be >= 0 seconds")
+    if array.shape[-1] == 4:
+        velocity = array[..., 3]
+        if velocity.min() < 1 or velocity.max() > 127 or (velocity != np.round(velocity)).any():
+            raise MusicRNNError(f"the {what}'s velocities (4th column) must be whole MIDI "
+                                f"numbers 1-127, found {velocity.min():g} .. {velocity.max():g}")
     return array
 
 
