@@ -16,11 +16,12 @@ RATE = 22050
 NOTES = [(60, 0.5, 1.0), (72, 2.5, 3.0)]
 
 
-def _midi(notes=NOTES, program=0) -> pretty_midi.PrettyMIDI:
+def _midi(notes=NOTES, program=0, velocity=100) -> pretty_midi.PrettyMIDI:
     midi = pretty_midi.PrettyMIDI()
     instrument = pretty_midi.Instrument(program=program)
     for pitch, start, end in notes:
-        instrument.notes.append(pretty_midi.Note(velocity=100, pitch=pitch, start=start, end=end))
+        instrument.notes.append(pretty_midi.Note(velocity=velocity, pitch=pitch, start=start,
+                                                 end=end))
     midi.instruments.append(instrument)
     return midi
 
@@ -60,6 +61,19 @@ def test_fluidsynth_plays_the_right_pitch(fluidsynth):
     freqs = np.fft.rfftfreq(len(segment), 1 / RATE)
     peak = freqs[np.argmax(spectrum[freqs > 100]) + np.count_nonzero(freqs <= 100)]
     assert peak == pytest.approx(440, rel=0.02) or peak == pytest.approx(880, rel=0.02)
+
+
+@pytest.mark.parametrize("backend", ["fluidsynth", "simple"])
+def test_a_softer_piece_renders_softer(backend):
+    """Normalising keeps a piece's dynamics: the same notes at velocity 40 are quieter than at
+    120 (peak-normalising every render to the same level would make them equal)."""
+    if backend == "fluidsynth" and not audio.fluidsynth_available():
+        pytest.skip("the FluidSynth library is not installed (`make setup` installs it)")
+    loud = audio.synthesize(_midi(velocity=120), RATE, backend=backend)
+    soft = audio.synthesize(_midi(velocity=40), RATE, backend=backend)
+    assert np.abs(loud).max() == pytest.approx(audio.PEAK * 120 / 127, rel=1e-4)
+    assert np.abs(soft).max() == pytest.approx(audio.PEAK * 40 / 127, rel=1e-4)
+    assert _rms(soft, 0.55, 1.0) < 0.5 * _rms(loud, 0.55, 1.0)
 
 
 def test_fallback_synth_renders_notes_where_they_are():

@@ -32,6 +32,7 @@ from musicrnn.live import (
     MidiRecorder,
     Performer,
     ReplaySource,
+    apply_dynamics,
     control_panel,
     list_output_names,
     open_output,
@@ -57,6 +58,18 @@ def chorale_notes(tmp_path_factory) -> np.ndarray:
     music21.corpus.parse("bach/bwv66.6").write("midi", fp=str(path))
     table = midi_to_notes(path)
     return table[["pitch", "step", "duration"]].to_numpy(dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def performance_notes(maestro_sample) -> np.ndarray:
+    """The first 60 notes of a real MAESTRO performance, raw with each note's velocity:
+    (60, 4) of (pitch, step, duration, velocity) -- a pianist's dynamics."""
+    from musicrnn.notes import midi_to_notes
+
+    table = midi_to_notes(sorted(maestro_sample.rglob("*.midi"))[3])
+    notes = table[["pitch", "step", "duration", "velocity"]].to_numpy(dtype=np.float64)[:60]
+    notes[0, 1] = 0.0
+    return notes
 
 
 @pytest.fixture(scope="session")
@@ -246,10 +259,22 @@ def test_an_error_in_the_source_silences_and_is_raised():
     assert recorder.events[-1][1].control == ALL_NOTES_OFF
 
 
-def test_ctrl_c_stops_with_all_notes_off_and_is_raised():
+@pytest.fixture
+def sigint_ignored():
+    """SIGINT ignored, as in a process started in the background of a non-interactive shell
+    (where ``_thread.interrupt_main()`` and Ctrl-C reach nothing); restored afterwards."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_with_all_notes_off_and_is_raised(sigint_ignored):
     notes = np.array([[60 + i % 12, 0.05, 1.0] for i in range(200)])
     recorder = MidiRecorder()
     performer = Performer(ReplaySource(notes), recorder, LiveControls(speed=1.0))
+    # The performer installs the handler it relies on, whatever the parent did with SIGINT.
     timer = threading.Timer(0.4, _thread.interrupt_main)  # a real SIGINT-style interrupt
     timer.start()
     try:
@@ -257,10 +282,39 @@ def test_ctrl_c_stops_with_all_notes_off_and_is_raised():
             performer.run(duration_s=20)
     finally:
         timer.cancel()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # put back as it was
     assert performer.report().stopped_by == "interrupt"
     assert 0 < performer.notes_played < 200
     assert_every_note_ended(recorder)
     assert recorder.events[-1][1].control == ALL_NOTES_OFF
+
+
+def test_sigint_raises_installs_the_handler_only_where_it_is_missing(sigint_ignored):
+    from musicrnn.live import sigint_raises
+
+    with sigint_raises():
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+    def own_handler(signum, frame):  # a program's own choice is kept
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, own_handler)
+    with sigint_raises():
+        assert signal.getsignal(signal.SIGINT) is own_handler
+    errors: list[BaseException] = []
+
+    def off_the_main_thread():  # Python allows signal handlers in the main thread only
+        try:
+            with sigint_raises():
+                pass
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    thread = threading.Thread(target=off_the_main_thread)
+    thread.start()
+    thread.join()
+    assert not errors and signal.getsignal(signal.SIGINT) is own_handler
 
 
 # -- controls -------------------------------------------------------------------------------------
@@ -273,7 +327,7 @@ def test_controls_change_the_music_at_the_next_note():
 
     def on_note(note):
         if note.index == 7:
-            controls.set(transpose=12, velocity=40, channel=3, temperature=0.5)
+            controls.set(transpose=12, velocity=40, dynamics=1.5, channel=3, temperature=0.5)
             changed_at.append(time.perf_counter())
         if note.index == 15:
             controls.set(speed=4.0)
@@ -284,7 +338,9 @@ def test_controls_change_the_music_at_the_next_note():
     ons = note_ons(recorder)
     assert [m.note for _, m in ons[:8]] == [60] * 8
     assert [m.note for _, m in ons[8:]] == [72] * 20  # from the very next note on
-    assert {m.velocity for _, m in ons[8:]} == {40} and {m.channel for _, m in ons[8:]} == {3}
+    assert {m.velocity for _, m in ons[:8]} == {90}  # the default velocity, dynamics 1
+    # notes without their own velocity play at the velocity control, scaled by the dynamics
+    assert {m.velocity for _, m in ons[8:]} == {60} and {m.channel for _, m in ons[8:]} == {3}
     offs = [m for _, m in recorder.events if m.type == "note_off"]
     assert {m.channel for m in offs if m.note == 72} == {3}  # note-offs follow their note
     # Temperature applies when a note is generated: every call that began after the change
@@ -405,8 +461,15 @@ def test_sliders_drive_the_controls():
     panel.sliders["temperature"].value = 1.7
     panel.sliders["transpose"].value = -5
     panel.sliders["paused"].value = True
+    panel.sliders["dynamics"].value = 0.5
+    panel.sliders["velocity_temperature"].value = 0.3
     state = controls.snapshot()
     assert (state.temperature, state.transpose, state.paused) == (1.7, -5, True)
+    assert (state.dynamics, state.velocity_temperature) == (0.5, 0.3)
+    with pytest.raises(MusicRNNError, match="dynamics"):
+        controls.set(dynamics=0)
+    with pytest.raises(MusicRNNError, match="velocity_temperature"):
+        controls.set(velocity_temperature=-1)
 
 
 # -- outputs ---------------------------------------------------------------------------------------
@@ -445,6 +508,50 @@ def test_the_recorder_writes_the_real_times_to_a_midi_file(tmp_path, chorale_not
             lasting += tick > started.pop(message.note)
     assert len(midi_to_notes(out)) == lasting > 40
     assert lasting <= performer.notes_played == 50
+
+
+def test_each_note_plays_at_its_own_velocity_and_the_recording_keeps_it(performance_notes,
+                                                                        tmp_path):
+    notes = performance_notes
+    assert len(np.unique(notes[:, 3])) > 10  # real dynamics, not one level
+    out = tmp_path / "take.mid"
+    recorder = MidiRecorder(out)
+    # The velocity control is for notes without their own: here it must not be heard.
+    performer = Performer(ReplaySource(notes), recorder, LiveControls(speed=10.0, velocity=20))
+    performer.run()
+    recorder.close()
+    sent = [m.velocity for _, m in note_ons(recorder)]
+    assert [m.note for _, m in note_ons(recorder)] == [int(p) for p in notes[:, 0]]
+    assert sent == [int(v) for v in notes[:, 3]]
+    assert [n.raw_velocity for n in performer.played()] == list(notes[:, 3])
+    in_file = [m.velocity for m in mido.MidiFile(out) if m.type == "note_on" and m.velocity > 0]
+    assert in_file == sent  # the recorder's MIDI file keeps every note's velocity
+    assert_every_note_ended(recorder)
+
+
+@pytest.mark.parametrize("dynamics", [0.5, 1.8])
+def test_dynamics_scales_each_notes_velocity_within_midi_range(performance_notes, dynamics):
+    notes = performance_notes
+    recorder = MidiRecorder()
+    Performer(ReplaySource(notes), recorder, LiveControls(speed=10.0, dynamics=dynamics)).run()
+    sent = np.array([m.velocity for _, m in note_ons(recorder)])
+    expected = np.clip(np.rint(notes[:, 3] * dynamics), 1, 127)
+    np.testing.assert_array_equal(sent, expected)
+    np.testing.assert_array_equal(sent, apply_dynamics(notes[:, 3], dynamics))
+    if dynamics > 1:  # the loud notes hit MIDI's ceiling instead of wrapping or failing
+        assert (notes[:, 3] * dynamics > 127).any() and sent.max() == 127
+    else:  # softer, and the order of loudness is kept
+        assert (sent < notes[:, 3]).all()
+        assert (np.diff(sent) * np.diff(notes[:, 3]) >= 0).all()
+
+
+def test_a_note_source_must_give_three_or_four_values():
+    with pytest.raises(MusicRNNError, match=r"\(n, 4\)"):
+        ReplaySource(np.zeros((4, 5)))
+    recorder = MidiRecorder()
+    performer = Performer(lambda controls: (60.0, 0.1), recorder, lookahead_s=0)
+    with pytest.raises(MusicRNNError, match="pitch, step, duration"):
+        performer.run(duration_s=2)
 
 
 def test_no_midi_backend_gives_one_clear_message(capfd):
@@ -492,6 +599,49 @@ def test_a_real_model_streams_exactly_what_the_sampler_generates(baseline_run):
     assert_every_note_ended(recorder)
 
 
+@pytest.fixture(scope="module")
+def velocity_run(tmp_path_factory, chorale_notes) -> Path:
+    """A run directory holding a small real (untrained) v5 model -- velocity as a 4th column
+    and a head over velocity classes -- primed by the chorale with its velocities."""
+    from musicrnn.model import build_model, get_preset, write_run_files
+
+    config = get_preset("v5", lstm_units=(32,))
+    primer = np.column_stack([chorale_notes[:40], np.full(40, 90.0)])
+    run_dir = tmp_path_factory.mktemp("run") / "v5"
+    write_run_files(run_dir, build_model(config), config, primer,
+                    info={"dataset": "bach-chorales", "max_files": 1})
+    return run_dir
+
+
+def test_a_velocity_model_streams_its_velocities_at_the_live_velocity_temperature(velocity_run):
+    from musicrnn.generation import Sampler
+    from musicrnn.model import load_run
+
+    controls = LiveControls(speed=20.0, velocity_temperature=0.4, dynamics=0.8, velocity=20)
+    recorder = MidiRecorder()
+    performer = Performer(source_from_run(velocity_run, seed=11), recorder, controls,
+                          lookahead=4, max_step=0.2)
+    performer.run(max_notes=40)
+    played = performer.played()
+    assert len(played) == 40
+    run = load_run(velocity_run, compile=False)
+
+    def offline(velocity_temperature: float) -> np.ndarray:
+        sampler = Sampler(run.model, seed=11, config=run.config).prime(run.seed_sequence)
+        return sampler.sample(40, velocity_temperature=velocity_temperature)[0]
+
+    expected = offline(0.4)
+    assert expected.shape == (40, 4)
+    np.testing.assert_array_equal([n.raw_pitch for n in played], expected[:, 0])
+    np.testing.assert_array_equal([n.raw_velocity for n in played], expected[:, 3])
+    # the velocity temperature reached the sampler: at another one the draws differ
+    assert not np.array_equal(offline(1.5)[:, 3], expected[:, 3])
+    # each note's own velocity, scaled by the dynamics, is what the output received
+    sent = [m.velocity for _, m in note_ons(recorder)]
+    assert sent == [apply_dynamics(v, 0.8) for v in expected[:, 3]] and len(set(sent)) > 3
+    assert_every_note_ended(recorder)
+
+
 def test_the_live_piano_roll_draws_a_snapshot_of_the_last_seconds(chorale_notes):
     recorder = MidiRecorder()
     performer = Performer(ReplaySource(chorale_notes[:40]), recorder, LiveControls(speed=8.0))
@@ -523,12 +673,13 @@ def test_perform_records_a_real_model_to_a_file(baseline_run, tmp_path):
     out = tmp_path / "take.mid"
     lines: list[str] = []
     report = perform(baseline_run, record=out, duration_s=1.5, speed=4.0, temperature=0.8,
-                     seed=1, log=lines.append)
+                     seed=1, velocity=100, dynamics=0.5, log=lines.append)
     assert lines[0].startswith("Performing") and "notes in" in lines[-1]
     assert report.notes_played > 0 and report.stopped_by == "end"
     assert report.duration_s == pytest.approx(1.5, abs=0.5)
     midi = mido.MidiFile(out)
     ons = [m for m in midi if m.type == "note_on" and m.velocity > 0]
+    assert {m.velocity for m in ons} == {50}  # a model without velocity: the level x dynamics
     offs = [m for m in midi if m.type == "note_off"]
     assert len(ons) == report.notes_played == len(offs)
     assert midi.length < 3.0
@@ -536,10 +687,26 @@ def test_perform_records_a_real_model_to_a_file(baseline_run, tmp_path):
         perform(baseline_run, record=out, virtual=True)
     # Gestures need the optional extra (and a camera and the hand model): without them, a
     # clear error before anything plays, and no empty recording left behind.
+    from musicrnn.gestures import start_camera_thread
+
     failed = tmp_path / "never.mid"
     with pytest.raises(MusicRNNError, match="gesture|camera|hand"):
-        perform(baseline_run, record=failed, gestures=True, duration_s=1, log=None)
+        perform(baseline_run, record=failed, duration_s=1, log=None,
+                inputs=[lambda controls: start_camera_thread(controls).stop])
     assert not failed.exists()
+    from musicrnn.cli import main  # `musicrnn perform --gestures` starts that same camera input
+
+    assert main(["perform", "--run-dir", str(baseline_run), "--record", str(failed),
+                 "--gestures", "--duration", "1"]) == 2
+    assert not failed.exists()
+
+
+# Starts the command with SIGINT ignored, as a shell script's background job (`cmd &`) or a CI
+# runner may: the disposition survives exec, so the command itself must install its handler.
+_WITH_SIGINT_IGNORED = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
 
 
 @pytest.mark.slow
@@ -547,8 +714,9 @@ def test_perform_ctrl_c_still_writes_the_recording(baseline_run, tmp_path):
     out = tmp_path / "take.mid"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "musicrnn.cli", "perform", "--run-dir", str(baseline_run),
-         "--record", str(out), "--duration", "60", "--speed", "2"],
+        [sys.executable, "-c", _WITH_SIGINT_IGNORED, "-m", "musicrnn.cli", "perform",
+         "--run-dir", str(baseline_run), "--record", str(out), "--duration", "60",
+         "--speed", "2", "--velocity", "80", "--dynamics", "0.75"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert process.stdout.readline().startswith("Performing")  # the model is loaded
@@ -561,7 +729,7 @@ def test_perform_ctrl_c_still_writes_the_recording(baseline_run, tmp_path):
     midi = mido.MidiFile(out)
     ons = [m for m in midi if m.type == "note_on" and m.velocity > 0]
     offs = [m for m in midi if m.type == "note_off"]
-    assert len(ons) == len(offs) > 0
+    assert len(ons) == len(offs) > 0 and {m.velocity for m in ons} == {60}
     assert [m for m in midi if m.type == "control_change"][-1].control == ALL_NOTES_OFF
 
 

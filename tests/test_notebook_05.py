@@ -9,6 +9,8 @@ import nbformat
 import numpy as np
 import pytest
 
+from musicrnn.live import apply_dynamics
+from musicrnn.model import read_model_config
 from musicrnn.runner import load_config, parameters_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +36,15 @@ def test_notebook_writes_midi_wav_and_pictures(smoke_run):
         assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     settings = json.loads((out / "generation.json").read_text())
     assert settings["num_notes"] == params["num_notes"] and settings["seed"] == params["seed"]
+    # every note reaches the MIDI file with its velocity, scaled by the notebook's dynamics
+    dynamics = params.get("dynamics", 1.0)
+    assert settings["dynamics"] == dynamics
+    velocities = {n.velocity for i in midi.instruments for n in i.notes}
+    if read_model_config(smoke_run).velocity == "none":  # one level for every note
+        assert velocities == {apply_dynamics(100, dynamics)}
+        assert settings["velocity_temperature"] is None
+    else:  # a model of dynamics gives its notes their own velocities
+        assert len(velocities) > 1
 
     executed = nbformat.read(Path(smoke_run) / "notebooks" / NOTEBOOK.name, as_version=4)
     outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]

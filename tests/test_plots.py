@@ -71,6 +71,48 @@ def test_piano_roll_of_raw_notes_with_a_primer(performance, tmp_path):
     saved_png(fig, tmp_path / "primed.png")
 
 
+def colour_bars(fig: Figure) -> list:
+    return [ax for ax in fig.axes if ax.get_ylabel() == "velocity"]
+
+
+def test_piano_roll_colours_each_note_by_its_velocity(performance, tmp_path):
+    from matplotlib import colormaps
+
+    velocity = performance["velocity"].to_numpy()
+    assert velocity.std() > 5  # a pianist's dynamics, read from the real performance
+    fig = plots.piano_roll(performance)
+    faces = bars(fig)["notes"].get_facecolor()
+    assert len(faces) == len(performance)
+    # one fixed scale (MIDI 1-127): the loudest note gets the top colour of the map, whatever
+    # the piece, and louder notes sit further along the map than softer ones
+    cmap = colormaps[plots.VELOCITY_CMAP]
+    np.testing.assert_allclose(faces[:, :3], cmap((velocity - 1) / 126)[:, :3], atol=1e-6)
+    loud, soft = int(np.argmax(velocity)), int(np.argmin(velocity))
+    assert faces[loud].tolist() != faces[soft].tolist()
+    assert len(colour_bars(fig)) == 1
+    louder = performance.assign(velocity=np.clip(velocity + 40, 1, 127))
+    assert saved_png(fig, tmp_path / "a" / "roll.png") != saved_png(
+        plots.piano_roll(louder), tmp_path / "b" / "roll.png")
+    again = saved_png(plots.piano_roll(performance), tmp_path / "c" / "roll.png")
+    assert again == (tmp_path / "a" / "roll.png").read_bytes()  # the colours come from the notes
+
+
+def test_piano_roll_of_raw_notes_with_and_without_velocity(performance):
+    raw4 = performance[["pitch", "step", "duration", "velocity"]].to_numpy(dtype=np.float64)
+    coloured = plots.piano_roll(raw4[:200])
+    faces = bars(coloured)["notes"].get_facecolor()
+    assert len({tuple(f) for f in faces}) > 5 and len(colour_bars(coloured)) == 1
+    # the continuation of a primer is coloured by its velocities; the primer stays grey
+    primed = bars(plots.piano_roll(raw4[50:130], primer=performance.iloc[:50]))
+    assert len({tuple(f) for f in primed["generated"].get_facecolor()}) > 5
+    assert len({tuple(f) for f in primed["primer"].get_facecolor()}) == 1
+    # three columns, or colouring switched off: one colour, no colour bar
+    for fig in (plots.piano_roll(raw4[:200, :3]), plots.piano_roll(raw4[:200], by_velocity=False),
+                plots.piano_roll(performance.drop(columns="velocity").iloc[:200])):
+        assert len({tuple(f) for f in bars(fig)["notes"].get_facecolor()}) == 1
+        assert not colour_bars(fig) and len(fig.axes) == 1
+
+
 def test_piano_roll_into_given_axes_and_window(performance):
     fig = Figure()
     ax = fig.subplots()

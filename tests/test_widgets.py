@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,23 @@ def kernel():
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
+
+
+@pytest.fixture(scope="module")
+def velocity_run(tmp_path_factory, chorale_data) -> Path:
+    """A small real (untrained) v5 run -- a model of velocity -- primed by a real chorale with
+    its velocities."""
+    import numpy as np
+
+    from musicrnn.model import build_model, get_preset, write_run_files
+
+    config = get_preset("v5", lstm_units=(32,))
+    piece = chorale_data["corpus"].piece(0)
+    primer = piece[["pitch", "step", "duration", "velocity"]].to_numpy(dtype=np.float32)[:40]
+    run_dir = tmp_path_factory.mktemp("v5-run") / "run"
+    write_run_files(run_dir, build_model(config), config, primer,
+                    info={"dataset": "bach-chorales", "max_files": chorale_data["max_files"]})
+    return run_dir
 
 
 def _run(client, code: str, timeout: float = 240) -> dict:
@@ -98,3 +116,74 @@ def test_same_settings_give_the_same_piece_and_errors_show_in_the_status(kernel,
     """)
     assert state["same"]
     assert "Cannot generate" in state["status"] and "top_k" in state["status"]
+
+
+def test_dynamics_scale_the_velocities_heard_and_drawn(kernel, chorale_run):
+    state = _run(kernel, f"""
+        import hashlib, json
+        from musicrnn.generation import load_generator
+        from musicrnn.widgets import GeneratorPanel
+
+        panel = GeneratorPanel(load_generator({str(chorale_run["run_dir"])!r}), num_notes=25,
+                               seed=3)
+        digest = lambda b: hashlib.sha256(bytes(b)).hexdigest()
+        first = {{"velocities": sorted(set(panel.table["velocity"].tolist())),
+                  "roll": digest(panel.roll.value), "notes": panel.notes.tolist()}}
+        panel.dynamics.value = 0.5
+        panel.button.click()
+        second = {{"velocities": sorted(set(panel.table["velocity"].tolist())),
+                   "roll": digest(panel.roll.value), "notes": panel.notes.tolist(),
+                   "status": panel.status.value}}
+        labels = [w.description for w in panel.children[0].children]
+        print(json.dumps({{"first": first, "second": second, "labels": labels,
+                           "has_velocity": panel.has_velocity}}))
+    """)
+    first, second = state["first"], state["second"]
+    # a model without velocity: every note at the fixed level, scaled by the dynamics
+    assert not state["has_velocity"]
+    assert first["velocities"] == [100] and second["velocities"] == [50]
+    assert second["notes"] == first["notes"]  # the same piece (same seed), only softer
+    assert second["roll"] != first["roll"]  # the piano roll shows velocity as colour
+    assert "dynamics x0.50" in second["status"] and "velocity 50-50" in second["status"]
+    # the dynamics scale is a control; the velocity temperature only for velocity models
+    assert "dynamics" in state["labels"] and "velocity temp." not in state["labels"]
+
+
+def test_a_velocity_model_gets_a_velocity_temperature_and_keeps_its_velocities(kernel,
+                                                                              velocity_run):
+    state = _run(kernel, f"""
+        import hashlib, io, json
+        import pretty_midi
+        from musicrnn.audio import save_piece
+        from musicrnn.generation import load_generator
+        from musicrnn.widgets import GeneratorPanel
+
+        panel = GeneratorPanel(load_generator({str(velocity_run)!r}), num_notes=40, seed=2,
+                               velocity_temperature=0.5)
+        def snapshot():
+            return {{"notes": panel.notes.tolist(), "table": panel.table["velocity"].tolist(),
+                     "audio": hashlib.sha256(bytes(panel.player.value)).hexdigest()}}
+        first = snapshot()
+        midi = save_piece(panel.table, {str(velocity_run / "panel.mid")!r})["midi"]
+        in_file = sorted(n.velocity for i in pretty_midi.PrettyMIDI(str(midi)).instruments
+                         for n in i.notes)
+        panel.velocity_temperature.value = 2.0
+        panel.button.click()
+        second = snapshot()
+        labels = [w.description for w in panel.children[0].children]
+        print(json.dumps({{"first": first, "second": second, "labels": labels,
+                           "in_file": in_file, "status": panel.status.value,
+                           "settings": panel.settings()}}))
+    """)
+    first, second = state["first"], state["second"]
+    assert "velocity temp." in state["labels"] and "dynamics" in state["labels"]
+    assert state["settings"]["velocity_temperature"] == 2.0
+    # 4-column notes; each note keeps its own velocity in the table played and in the MIDI file
+    assert len(first["notes"][0]) == 4
+    velocities = [row[3] for row in first["notes"]]
+    assert first["table"] == velocities and len(set(velocities)) > 3
+    assert state["in_file"] == sorted(velocities)
+    # the velocity temperature is a sampling setting: another one draws other velocities
+    assert [row[3] for row in second["notes"]] != velocities
+    assert second["audio"] != first["audio"]
+    assert "velocity temperature 2.00" in state["status"]

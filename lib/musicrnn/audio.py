@@ -25,7 +25,7 @@ from .errors import MusicRNNError
 
 DEFAULT_SAMPLE_RATE = 44100
 TAIL_SECONDS = 1.0  # silence kept after the last note-off, for the release and reverb
-PEAK = 0.9  # rendered audio is scaled so that its loudest sample is at 90% of full scale
+PEAK = 0.9  # a piece whose loudest note has velocity 127 peaks at 90% of full scale
 
 
 class FluidSynthMissingWarning(UserWarning):
@@ -128,7 +128,9 @@ def synthesize(midi_or_path, sample_rate: int = DEFAULT_SAMPLE_RATE, *,
         tail: seconds kept after the end of the last note.
 
     Returns:
-        ``int((end_time + tail) * sample_rate)`` samples, peak-normalised to 0.9 (silence stays
+        ``int((end_time + tail) * sample_rate)`` samples, normalised so that the peak is
+        ``PEAK * loudest velocity / 127``: every piece uses the headroom the same way, and a piece
+        played softly (lower velocities, or a smaller dynamics) sounds softer (silence stays
         silence).
     """
     if not isinstance(sample_rate, (int, np.integer)) or not 4000 <= sample_rate <= 192000:
@@ -220,7 +222,7 @@ def fluidsynth_synth(midi, sample_rate: int = DEFAULT_SAMPLE_RATE, *,
     if not chunks:
         return np.zeros(total, dtype=np.float32)
     stereo = np.concatenate([np.asarray(c, dtype=np.float32) for c in chunks]).reshape(-1, 2)
-    return _normalise(stereo.mean(axis=1) / 32768.0)
+    return _normalise(stereo.mean(axis=1) / 32768.0, _loudest(midi))
 
 
 def simple_synth(midi, sample_rate: int = DEFAULT_SAMPLE_RATE, *,
@@ -253,14 +255,20 @@ def simple_synth(midi, sample_rate: int = DEFAULT_SAMPLE_RATE, *,
             envelope = np.minimum(t / attack, 1.0) * np.exp(-2.5 * t)
             envelope *= np.clip((held + release - t) / release, 0.0, 1.0)
             out[start: start + length] += (note.velocity / 127.0) * envelope * wave_
-    return _normalise(out)
+    return _normalise(out, _loudest(midi))
 
 
-def _normalise(samples: np.ndarray) -> np.ndarray:
+def _loudest(midi) -> int:
+    """The highest note velocity of a MIDI (127 when it has no notes)."""
+    return max((n.velocity for i in midi.instruments for n in i.notes), default=127)
+
+
+def _normalise(samples: np.ndarray, loudest: int = 127) -> np.ndarray:
+    """Scale to a peak of ``PEAK * loudest / 127``, so the level follows the piece's dynamics."""
     samples = np.asarray(samples, dtype=np.float64)
     peak = float(np.abs(samples).max()) if samples.size else 0.0
     if peak > 0:
-        samples = samples * (PEAK / peak)
+        samples = samples * (PEAK * min(max(loudest, 1), 127) / 127 / peak)
     return samples.astype(np.float32)
 
 

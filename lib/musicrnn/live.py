@@ -6,7 +6,8 @@ the piece later (it drifted by most of a second per hundred notes) and chords ca
 arpeggios. Here two threads share the work:
 
 * the **generator** thread asks a *note source* (a callable: current :class:`ControlState` ->
-  raw ``(pitch, step, duration)``) for the next note and keeps a small lookahead buffer full
+  raw ``(pitch, step, duration)``, or ``(pitch, step, duration, velocity)`` from a model with
+  velocity) for the next note and keeps a small lookahead buffer full
   (at least ``lookahead`` notes and ``lookahead_s`` seconds of music; the clock starts once it
   is full), so a slow model step is absorbed by the buffer instead of delaying a note;
 * the **scheduler** thread plays each note at its onset, the running sum of the predicted steps
@@ -28,8 +29,14 @@ Timing policy (what happens when things go wrong):
   used. Errors are re-raised from :meth:`Performer.run` / :meth:`Performer.wait`.
 
 Controls (:class:`LiveControls`) are thread-safe and take effect at the next note: temperature
-(and top-k/top-p) when the next note is generated, speed for the next onset, transposition,
-velocity, channel and density when the next note is played. They can be driven by ipywidgets
+(and top-k/top-p, and the velocity temperature of a model with velocity) when the next note is
+generated, speed for the next onset, transposition, velocity, dynamics, channel and density when
+the next note is played.
+
+Velocity: a note that comes with its own velocity (a model with a velocity head) is played at
+that velocity; a note without one at the ``velocity`` control. Either way the ``dynamics``
+control scales it (``0.5`` plays everything half as loud, ``1.5`` half as loud again), clipped
+to MIDI's 1-127, so the performance keeps the model's phrasing while you turn it up or down. They can be driven by ipywidgets
 sliders (:func:`control_panel`), by a MIDI controller (:class:`MidiControlInput` with a
 ``cc_map`` such as ``{1: ("temperature", 0.1, 2.0)}``, like Magenta's ``magenta_midi``) and by
 hand gestures (:mod:`musicrnn.gestures`).
@@ -43,29 +50,36 @@ with those real times. Without a MIDI backend (no ALSA sequencer, as in containe
 from __future__ import annotations
 
 import heapq
+import inspect
 import math
 import os
+import signal
 import sys
 import tempfile
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from .errors import MusicRNNError
 
-NoteTuple = tuple[float, float, float]
-"""One raw note: (pitch 0-127, step seconds, duration seconds)."""
+NoteTuple = tuple[float, ...]
+"""One raw note: (pitch 0-127, step seconds, duration seconds), and optionally its MIDI
+velocity 1-127 as a fourth value."""
 
 ALL_NOTES_OFF = 123
 """The MIDI control number of *All Notes Off*."""
 
-CONTROL_NAMES = ("temperature", "top_k", "top_p", "speed", "transpose", "velocity", "channel",
-                 "density", "paused")
+CONTROL_NAMES = ("temperature", "top_k", "top_p", "speed", "transpose", "velocity", "dynamics",
+                 "velocity_temperature", "channel", "density", "paused")
+
+DYNAMICS_RANGE = (0.1, 4.0)
+"""The allowed ``dynamics`` scale (the sliders offer 0.25-2.0)."""
 
 
 class MidiBackendError(MusicRNNError):
@@ -86,7 +100,9 @@ class ControlState:
     top_p: float | None = None  # nucleus sampling: the smallest set with this probability mass
     speed: float = 1.0  # tempo factor: 2.0 plays twice as fast (steps and durations / speed)
     transpose: int = 0  # semitones added to every pitch played
-    velocity: int = 90  # MIDI velocity 1-127 of the notes played
+    velocity: int = 90  # MIDI velocity 1-127 of notes that come without their own
+    dynamics: float = 1.0  # scale applied to every note's velocity (clipped to 1-127)
+    velocity_temperature: float = 1.0  # velocity randomness of a model with velocity (> 0)
     channel: int = 0  # MIDI channel 0-15 of the notes played
     density: float = 1.0  # probability that a generated note sounds (the others become rests)
     paused: bool = False  # True holds the performance; False resumes it
@@ -106,6 +122,11 @@ class ControlState:
             problems.append(f"transpose must be in [-48, 48] semitones, got {self.transpose}")
         if not 1 <= self.velocity <= 127:
             problems.append(f"velocity must be in [1, 127], got {self.velocity}")
+        lo, hi = DYNAMICS_RANGE
+        if not (math.isfinite(self.dynamics) and lo <= self.dynamics <= hi):
+            problems.append(f"dynamics must be in [{lo}, {hi}], got {self.dynamics}")
+        if not (math.isfinite(self.velocity_temperature) and self.velocity_temperature > 0):
+            problems.append(f"velocity_temperature must be > 0, got {self.velocity_temperature}")
         if not 0 <= self.channel <= 15:
             problems.append(f"channel must be in [0, 15], got {self.channel}")
         if not 0.0 <= self.density <= 1.0:
@@ -113,6 +134,21 @@ class ControlState:
         if problems:
             raise MusicRNNError("invalid live control: " + "; ".join(problems))
         return self
+
+
+def apply_dynamics(velocity: Any, dynamics: float = 1.0) -> Any:
+    """MIDI velocities scaled by ``dynamics`` and clipped to 1-127 (velocity 0 would be a
+    note-off): a whole number for one velocity, an ``int16`` array for an array of them.
+
+    Raises:
+        MusicRNNError: ``dynamics`` outside :data:`DYNAMICS_RANGE`.
+    """
+    lo, hi = DYNAMICS_RANGE
+    if not (math.isfinite(float(dynamics)) and lo <= float(dynamics) <= hi):
+        raise MusicRNNError(f"dynamics must be a scale in [{lo}, {hi}] (1: as generated), "
+                            f"got {dynamics}")
+    scaled = np.clip(np.rint(np.asarray(velocity, dtype=np.float64) * float(dynamics)), 1, 127)
+    return int(scaled) if scaled.ndim == 0 else scaled.astype(np.int16)
 
 
 CCMap = dict[int, tuple[str, float, float]]
@@ -508,7 +544,8 @@ class MidiControlInput:
 # -------------------------------------------------------------------------------------------------
 
 NoteSource = Callable[[ControlState], NoteTuple]
-"""Anything that returns the next raw (pitch, step, duration) given the current controls.
+"""Anything that returns the next raw (pitch, step, duration) -- or (pitch, step, duration,
+velocity) -- given the current controls.
 
 Raise ``StopIteration`` to end the performance after the notes already given.
 """
@@ -519,19 +556,29 @@ class SamplerSource:
 
     The sampler carries its recurrent state from note to note, so each call costs one step,
     whatever the length of the piece; the controls' temperature, top-k and top-p apply to the
-    note being generated.
+    note being generated, and so does their velocity temperature when the sampler takes one
+    (a model with velocity). A sampler that gives 4-column notes gives each note its velocity.
     """
 
     def __init__(self, sampler: Any, primer: np.ndarray | None = None) -> None:
         self.sampler = sampler
+        try:
+            accepted = inspect.signature(sampler.next_note).parameters
+        except (TypeError, ValueError):  # a callable without a signature: pass the basics only
+            accepted = {}
+        self.takes_velocity_temperature = "velocity_temperature" in accepted
         if primer is not None:
             sampler.prime(np.asarray(primer, dtype=np.float32))
 
     def __call__(self, controls: ControlState) -> NoteTuple:
-        note = np.asarray(self.sampler.next_note(
+        options: dict[str, Any] = {}
+        if self.takes_velocity_temperature:
+            options["velocity_temperature"] = controls.velocity_temperature
+        batch = np.asarray(self.sampler.next_note(
             temperature=controls.temperature, top_k=controls.top_k, top_p=controls.top_p,
-        ), dtype=np.float64).reshape(-1, 3)[0]
-        return float(note[0]), float(note[1]), float(note[2])
+            **options), dtype=np.float64)
+        note = batch.reshape(-1, batch.shape[-1])[0]
+        return tuple(float(v) for v in note[:4])
 
 
 def source_from_run(run_dir: str | os.PathLike, *, seed: int | None = None,
@@ -551,13 +598,21 @@ def source_from_run(run_dir: str | os.PathLike, *, seed: int | None = None,
 class ReplaySource:
     """Play back a fixed note array as a note source (to audition a file, in tests, benchmarks).
 
-    ``delay_s`` makes every call take that long (a stand-in for a model's compute time);
-    ``loop`` starts over at the end, else the performance ends after the last note.
+    ``notes`` are raw ``(n, 3)`` (pitch, step, duration) or ``(n, 4)`` with each note's MIDI
+    velocity last. ``delay_s`` makes every call take that long (a stand-in for a model's
+    compute time); ``loop`` starts over at the end, else the performance ends after the last
+    note.
     """
 
     def __init__(self, notes: np.ndarray | Sequence[NoteTuple], *, loop: bool = False,
                  delay_s: float = 0.0) -> None:
-        self.notes = np.asarray(notes, dtype=np.float64).reshape(-1, 3)
+        array = np.asarray(notes, dtype=np.float64)
+        if array.ndim == 1 and array.size in (3, 4):  # one note
+            array = array.reshape(1, -1)
+        if array.ndim != 2 or array.shape[1] not in (3, 4):
+            raise MusicRNNError("ReplaySource needs raw notes of shape (n, 3) (pitch, step, "
+                                f"duration) or (n, 4) with velocity; got {array.shape}")
+        self.notes = array
         if not len(self.notes):
             raise MusicRNNError("ReplaySource needs at least one note")
         self.loop = loop
@@ -575,7 +630,42 @@ class ReplaySource:
         note = self.notes[self.position]
         self.position += 1
         self.calls.append(controls)
-        return float(note[0]), float(note[1]), float(note[2])
+        return tuple(float(v) for v in note)
+
+
+# -------------------------------------------------------------------------------------------------
+# Ctrl-C
+# -------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def sigint_raises() -> Iterator[None]:
+    """Inside the block, Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` in the main thread.
+
+    A process started in the background of a non-interactive shell (``cmd &`` in a script, a
+    CI runner, cron) inherits SIGINT as *ignored*, and Python then leaves it ignored: Ctrl-C,
+    ``kill -INT`` and ``_thread.interrupt_main()`` would reach nothing, and a performance could
+    not be stopped cleanly. So the block installs Python's own handler
+    (``signal.default_int_handler``) when SIGINT is ignored or left to the system's default, and
+    puts the previous disposition back afterwards. A handler a program installed itself is kept
+    (it decides what Ctrl-C means there). Off the main thread, where Python cannot install
+    signal handlers, it changes nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if callable(previous):  # a Python handler (the default one, or the program's own)
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        # None: the disposition was set outside Python and cannot be restored by name; the
+        # default handler stays, which is what an interactive Python has anyway.
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -590,7 +680,7 @@ class PlayedNote:
     index: int  # 0, 1, ... in the order played
     pitch: int  # the MIDI pitch sent (after transposition)
     raw_pitch: float  # the pitch the source gave
-    velocity: int
+    velocity: int  # the MIDI velocity sent (the note's own or the control's, times dynamics)
     channel: int
     step: float  # the step used, seconds at speed 1 (clamped to [0, max_step])
     duration: float  # the duration used, seconds at speed 1 (clamped)
@@ -599,6 +689,7 @@ class PlayedNote:
     on: float  # when its note-on was sent
     off: float | None = None  # when its note-off was sent (None while it sounds)
     cut: bool = False  # True when it was ended early: by a re-strike of its pitch or a stop
+    raw_velocity: float | None = None  # the velocity the source gave (None: it gave none)
 
     @property
     def lateness(self) -> float:
@@ -635,14 +726,15 @@ class _Pending:
     step: float
     duration: float
     generated_at: float
+    velocity: float | None = None  # the note's own velocity, when the source gives one
 
 
 class Performer:
     """Play notes from a note source to one or more MIDI sinks, on time.
 
     Args:
-        source: callable ``(ControlState) -> (pitch, step, duration)``, e.g. a
-            :class:`SamplerSource`; runs on the generator thread.
+        source: callable ``(ControlState) -> (pitch, step, duration)`` or ``(pitch, step,
+            duration, velocity)``, e.g. a :class:`SamplerSource`; runs on the generator thread.
         output: a :class:`MidiSink` or a list of them (each message goes to all).
         controls: the :class:`LiveControls` to read (a new one by default).
         lookahead: notes generated ahead of the one playing, at least.
@@ -782,24 +874,26 @@ class Performer:
         """Play for ``duration_s`` seconds (or ``max_notes`` notes, or until the source ends).
 
         Blocks. Ctrl-C stops the performance cleanly (all notes off) and re-raises
-        ``KeyboardInterrupt``; an error in the note source stops it the same way and is
+        ``KeyboardInterrupt`` -- also in a process that was started with SIGINT ignored (see
+        :func:`sigint_raises`); an error in the note source stops it the same way and is
         re-raised here.
         """
         if duration_s is not None and duration_s <= 0:
             raise MusicRNNError(f"duration must be > 0 seconds, got {duration_s}")
-        self.start(max_notes=max_notes)
-        try:
-            while not self._done.is_set():
-                # The duration counts from the first note (a model's first step can be slow).
-                remaining = 0.1
-                if duration_s is not None and self.t0 is not None:
-                    remaining = self.t0 + duration_s - self.clock()
-                    if remaining <= 0:
-                        break
-                self._done.wait(min(0.1, remaining))
-        except KeyboardInterrupt:
-            self.stop("interrupt")
-            raise
+        with sigint_raises():
+            self.start(max_notes=max_notes)
+            try:
+                while not self._done.is_set():
+                    # The duration counts from the first note (a model's first step can be slow).
+                    remaining = 0.1
+                    if duration_s is not None and self.t0 is not None:
+                        remaining = self.t0 + duration_s - self.clock()
+                        if remaining <= 0:
+                            break
+                    self._done.wait(min(0.1, remaining))
+            except KeyboardInterrupt:
+                self.stop("interrupt")
+                raise
         self.stop("end")
         self._raise_error()
         return self.report()
@@ -907,18 +1001,25 @@ class Performer:
                     break
                 began = self.clock()
                 try:
-                    pitch, step, duration = self.source(state)
+                    values = tuple(self.source(state))
                 except StopIteration:
                     break
                 ended = self.clock()
                 self._generation_s.append(ended - began)
+                if len(values) not in (3, 4):
+                    raise MusicRNNError("a note source must return (pitch, step, duration) or "
+                                        f"(pitch, step, duration, velocity); got {values!r}")
+                pitch, step, duration = values[:3]
                 note = _Pending(
                     pitch=float(pitch),
                     step=min(max(float(step), 0.0), self.max_step),
                     duration=min(max(float(duration), self.min_duration), self.max_duration),
                     generated_at=ended,
+                    velocity=float(values[3]) if len(values) == 4 else None,
                 )
-                if not all(math.isfinite(v) for v in (note.pitch, note.step, note.duration)):
+                checked = (note.pitch, note.step, note.duration,
+                           1.0 if note.velocity is None else note.velocity)
+                if not all(math.isfinite(v) for v in checked):
                     raise MusicRNNError(f"the note source returned a non-finite note {note}")
                 with self._space:
                     self._buffer.append(note)
@@ -975,12 +1076,15 @@ class Performer:
         old = self._sounding.get((channel, pitch))
         if old is not None:  # a re-strike: end the sounding note of this key first
             self._end_note(old, self.clock(), cut=True)
-        self._send(mido.Message("note_on", note=pitch, velocity=state.velocity, channel=channel))
+        own = pending.velocity
+        velocity = apply_dynamics(state.velocity if own is None else own, state.dynamics)
+        self._send(mido.Message("note_on", note=pitch, velocity=velocity, channel=channel))
         sent = self.clock()
         note = PlayedNote(
-            index=index, pitch=pitch, raw_pitch=pending.pitch, velocity=state.velocity,
+            index=index, pitch=pitch, raw_pitch=pending.pitch, velocity=velocity,
             channel=channel, step=pending.step, duration=pending.duration, speed=state.speed,
             deadline=deadline - self.t0, on=sent - self.t0,  # type: ignore[operator]
+            raw_velocity=own,
         )
         self._sounding[(channel, pitch)] = note
         heapq.heappush(self._offs, (sent + pending.duration / state.speed, index, note))
@@ -1235,7 +1339,11 @@ class LivePianoRoll:
 
 
 def control_panel(controls: LiveControls) -> Any:
-    """ipywidgets sliders bound to ``controls`` (temperature, speed, transposition, ...)."""
+    """ipywidgets sliders bound to ``controls`` (temperature, speed, transposition, ...).
+
+    ``velocity`` sets the level of notes without their own velocity; ``dynamics`` scales every
+    note's velocity; ``vel. temp.`` is the velocity temperature of a model with velocity.
+    """
     import ipywidgets as widgets
 
     state = controls.snapshot()
@@ -1248,6 +1356,11 @@ def control_panel(controls: LiveControls) -> Any:
                                        description="transpose"),
         "velocity": widgets.IntSlider(value=state.velocity, min=1, max=127,
                                       description="velocity"),
+        "dynamics": widgets.FloatSlider(value=state.dynamics, min=0.25, max=2.0, step=0.05,
+                                        description="dynamics"),
+        "velocity_temperature": widgets.FloatSlider(
+            value=state.velocity_temperature, min=0.05, max=3.0, step=0.05,
+            description="vel. temp."),
         "density": widgets.FloatSlider(value=state.density, min=0.0, max=1.0, step=0.05,
                                        description="density"),
         "paused": widgets.ToggleButton(value=state.paused, description="pause",
@@ -1304,10 +1417,11 @@ def perform(
     speed: float = 1.0,
     transpose: int = 0,
     velocity: int = 90,
+    dynamics: float = 1.0,
+    velocity_temperature: float = 1.0,
     channel: int = 0,
     seed: int | None = None,
-    gestures: bool = False,
-    camera: int = 0,
+    inputs: Sequence[Callable[[LiveControls], Callable[[], None]]] = (),
     control_port: str | None = None,
     cc_map: CCMap | None = None,
     data_dir: str | os.PathLike | None = None,
@@ -1319,6 +1433,13 @@ def perform(
     controller input or camera) is opened before the model is loaded, so a missing MIDI backend
     is reported at once. Ctrl-C ends the performance with all notes off (the recording is still
     written) and re-raises ``KeyboardInterrupt``.
+
+    A model with velocity plays each note at its own velocity (sampled at
+    ``velocity_temperature``); one without plays at ``velocity``. ``dynamics`` scales both.
+
+    ``inputs`` start more control inputs: each is called with the :class:`LiveControls` before
+    the output opens and returns the function that stops it (``musicrnn perform --gestures``
+    passes the camera loop of :mod:`musicrnn.gestures` this way).
     """
     chosen = [x for x in (port is not None, virtual, record is not None) if x]
     if len(chosen) != 1:
@@ -1327,16 +1448,15 @@ def perform(
         raise MusicRNNError("a controller mapping (--temperature-cc) needs --control-port NAME")
     run_path = resolve_run_dir(run_dir)
     controls = LiveControls(temperature=temperature, speed=speed, transpose=transpose,
-                            velocity=velocity, channel=channel)
+                            velocity=velocity, dynamics=dynamics,
+                            velocity_temperature=velocity_temperature, channel=channel)
     closers: list[Callable[[], None]] = []
     try:
         # Inputs first, then the output: a failure leaves no empty recording behind.
         if control_port is not None:
             closers.append(MidiControlInput(controls, control_port, cc_map).close)
-        if gestures:
-            from .gestures import start_camera_thread
-
-            closers.append(start_camera_thread(controls, camera=camera, data_dir=data_dir).stop)
+        for start_input in inputs:  # e.g. the camera of musicrnn.gestures (a layer above)
+            closers.append(start_input(controls))
         sink: MidiSink = MidiRecorder(record) if record is not None else (
             open_output(virtual=True) if virtual else open_output(port)
         )

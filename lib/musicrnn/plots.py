@@ -7,7 +7,9 @@ whatever the backend); elsewhere :func:`save_figure` writes it as a PNG, atomica
 
 Notes may be given in any of the shapes the library passes around: a note table (pandas DataFrame
 or dict of :data:`~musicrnn.notes.NOTE_COLUMNS`), a raw ``(n, 3)`` array of (pitch, step, duration)
-as the models read and write them, or a whole :class:`~musicrnn.notes.NoteCorpus`.
+as the models read and write them (``(n, 4)`` with velocity last for a model with velocity), or a
+whole :class:`~musicrnn.notes.NoteCorpus`. A piano roll colours each note by its velocity when the
+notes have one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 PRIMER_COLOR = "#7f7f7f"  # grey: the notes the model was given
 NOTE_COLOR = "#1f77b4"  # blue: the notes of a piece, or what the model played
 SET_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
+VELOCITY_CMAP = "viridis"  # piano rolls: soft notes dark purple, loud notes yellow
 
 _NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
@@ -82,7 +85,8 @@ def _note_times(notes: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raw = np.asarray(notes, dtype=np.float64)
         if raw.ndim != 2 or raw.shape[1] < 3:
             raise MusicRNNError(
-                f"raw notes must have shape (n, 3) of (pitch, step, duration); got {raw.shape}"
+                f"raw notes must have shape (n, 3) of (pitch, step, duration) or (n, 4) with "
+                f"velocity; got {raw.shape}"
             )
         cols = {c: raw[:, i] for i, c in enumerate(FEATURES)}
     elif hasattr(notes, "keys") or (isinstance(notes, np.ndarray) and notes.dtype.names):
@@ -117,7 +121,8 @@ def _steps(notes: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             raw = raw.reshape(-1, raw.shape[-1])
         if raw.ndim != 2 or raw.shape[1] < 3:
             raise MusicRNNError(
-                f"raw notes must have shape (n, 3) of (pitch, step, duration); got {raw.shape}"
+                f"raw notes must have shape (n, 3) of (pitch, step, duration) or (n, 4) with "
+                f"velocity; got {raw.shape}"
             )
         return raw[:, 0], raw[:, 1], raw[:, 2]
     try:
@@ -127,6 +132,16 @@ def _steps(notes: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             "each set of notes must be a NoteCorpus, a note table with pitch, step and duration, "
             f"or an (n, 3) array; got {type(notes).__name__}"
         ) from None
+
+
+def _velocities(notes: Any) -> np.ndarray | None:
+    """Each note's MIDI velocity: the 4th column of a raw array, a table's ``velocity`` column;
+    None when the notes carry none (a raw ``(n, 3)`` array, a table without the column)."""
+    if isinstance(notes, np.ndarray) and notes.dtype.names is None:
+        return np.asarray(notes[:, 3], dtype=np.float64) if notes.ndim == 2 and \
+            notes.shape[1] >= 4 else None
+    names = notes.dtype.names if isinstance(notes, np.ndarray) else list(notes.keys())
+    return np.asarray(notes["velocity"], dtype=np.float64) if "velocity" in names else None
 
 
 def _pitch_label(pitch: int) -> str:
@@ -150,59 +165,81 @@ def piano_roll(
     *,
     color: str = NOTE_COLOR,
     primer_color: str = PRIMER_COLOR,
+    by_velocity: bool = True,
     max_seconds: float | None = None,
     figsize: tuple[float, float] = (12.0, 4.0),
 ) -> "Figure":
-    """Draw notes as a piano roll: one bar per note, time across, pitch up.
+    """Draw notes as a piano roll: one bar per note, time across, pitch up, colour for velocity.
 
     Args:
-        notes: a note table (``start``/``end``, or ``step``/``duration``) or a raw ``(n, 3)``
-            array of (pitch, step, duration).
+        notes: a note table (``start``/``end``, or ``step``/``duration``; ``velocity`` when it
+            has one) or a raw ``(n, 3)`` array of (pitch, step, duration), ``(n, 4)`` with
+            each note's MIDI velocity last.
         ax: axes to draw into; None makes a new figure.
         primer: notes the model was primed with. They are drawn first, in ``primer_color``;
-            ``notes`` (the continuation) follow in ``color``, placed by their steps after the
-            primer's last note, as the model played them, with a line where the model took over.
+            ``notes`` (the continuation) follow, placed by their steps after the primer's last
+            note, as the model played them, with a line where the model took over.
         title: the axes title.
-        color: colour of the notes (of the continuation when a primer is given).
+        color: colour of notes without velocity (of the continuation when a primer is given).
         primer_color: colour of the primer's notes.
+        by_velocity: colour each note (of the continuation, when a primer is given) by its
+            velocity on one fixed scale, MIDI 1-127 (:data:`VELOCITY_CMAP`), with a colour bar
+            labelled "velocity" -- when the notes have velocities; False: all in ``color``.
         max_seconds: draw only the first this many seconds.
         figsize: size of a new figure, in inches.
 
     Returns:
         The figure. Its note bars are ``PolyCollection`` artists labelled ``"notes"``,
-        or ``"primer"`` and ``"generated"``.
+        or ``"primer"`` and ``"generated"``; with velocity colours, one more axes holds the
+        colour bar.
     """
     from matplotlib.collections import PolyCollection
+    from matplotlib.colors import Normalize
 
     if ax is None:
         fig, axes = _new_figure(figsize)
         ax = axes[0, 0]
     fig = ax.figure
-    layers = []
+    layers = []  # (label, colour, pitch, start, end, velocity or None)
     if primer is not None:
         p_pitch, p_start, p_end = _note_times(primer)
         c_pitch, c_step, c_duration = _steps(notes)
+        velocity = _velocities(notes) if by_velocity else None
         offset = float(p_start[-1]) if len(p_start) else 0.0
         c_start = offset + np.cumsum(c_step)
         c_end = c_start + np.maximum(c_duration, 0.0)
-        layers.append(("primer", primer_color, p_pitch, p_start, p_end))
-        layers.append(("generated", color, c_pitch, c_start, c_end))
+        layers.append(("primer", primer_color, p_pitch, p_start, p_end, None))
+        layers.append(("generated", color, c_pitch, c_start, c_end, velocity))
         boundary = float(c_start[0]) if len(c_start) else offset
     else:
-        layers.append(("notes", color, *_note_times(notes)))
+        times = _note_times(notes)
+        layers.append(("notes", color, *times, _velocities(notes) if by_velocity else None))
         boundary = None
 
     all_pitch = np.concatenate([layer[2] for layer in layers])
     if not len(all_pitch):
         raise MusicRNNError("there are no notes to draw")
     t_max = max(float(layer[4].max()) for layer in layers if len(layer[4]))
-    for label, c, pitch, start, end in layers:
+    norm = Normalize(vmin=1, vmax=127)  # one scale for every roll: a colour means one velocity
+    cmap = None
+    for label, c, pitch, start, end, vel in layers:
         if max_seconds is not None:
             keep = start < max_seconds
             pitch, start, end = pitch[keep], start[keep], np.minimum(end[keep], max_seconds)
+            vel = vel[keep] if vel is not None else None
+        if vel is not None:
+            from matplotlib import colormaps
+
+            cmap = colormaps[VELOCITY_CMAP]
+            c = cmap(norm(np.clip(vel, 1, 127)))
         bars = PolyCollection(_rectangles(pitch, start, end), facecolors=c, edgecolors="none",
                               alpha=0.85, label=label)
         ax.add_collection(bars)
+    if cmap is not None:
+        from matplotlib.cm import ScalarMappable
+
+        fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="velocity",
+                     pad=0.01, fraction=0.03, ticks=[1, 32, 64, 96, 127])
     right = min(t_max, max_seconds) if max_seconds is not None else t_max
     ax.set_xlim(0.0, right if right > 0 else 1.0)
     lo, hi = int(all_pitch.min()) - 2, int(all_pitch.max()) + 2
@@ -308,6 +345,17 @@ def note_distributions(
     return fig
 
 
+def _history_x(frame: "pd.DataFrame") -> tuple[np.ndarray, str]:
+    """The x axis of a training history: passes over the training windows where the history
+    has them (``musicrnn.training``'s rows, one per validation), else Keras's 0-based ``epoch``
+    + 1, else the row number."""
+    if "passes" in frame.columns:
+        return frame["passes"].to_numpy(dtype=float), "passes over the training windows"
+    if "epoch" in frame.columns:
+        return frame["epoch"].to_numpy() + 1, "epoch"
+    return np.arange(1, len(frame) + 1), "validation"
+
+
 def training_curves(
     history: "str | os.PathLike | pd.DataFrame",
     fig: "Figure | None" = None,
@@ -318,14 +366,15 @@ def training_curves(
     """Loss curves of a training run: the total loss, and the loss of each output head.
 
     Args:
-        history: Keras' ``history.csv`` (a path) or a DataFrame with an ``epoch`` column (or the
-            row number is used) and ``loss``/``val_loss`` and ``<head>_loss`` columns.
+        history: a ``history.csv`` (a path) or a DataFrame with ``loss``/``val_loss`` and
+            ``<head>_loss`` columns, one row per validation; drawn against its ``passes`` column
+            (passes over the training windows), else Keras's ``epoch``, else the row number.
         fig: a figure to draw into (two axes are added); None makes one.
         title: the figure's title.
         figsize: size of a new figure, in inches.
 
     Returns:
-        The figure: on the left ``loss`` and ``val_loss`` (the best validation epoch marked), on
+        The figure: on the left ``loss`` and ``val_loss`` (the best validation marked), on
         the right one line per other loss column, validation dashed. One ``Line2D`` per column.
     """
     import pandas as pd
@@ -347,8 +396,7 @@ def training_curves(
     losses = [c for c in frame.columns if str(c).endswith("loss")]
     if not losses or len(frame) == 0:
         raise MusicRNNError("the history has no loss columns (or no rows); nothing to plot")
-    epochs = (frame["epoch"].to_numpy() + 1 if "epoch" in frame.columns
-              else np.arange(1, len(frame) + 1))
+    epochs, xlabel = _history_x(frame)
     if fig is None:
         fig, axes = _new_figure(figsize, 1, 2)
         axes = axes[0]
@@ -362,8 +410,11 @@ def training_curves(
                 linestyle="--" if c.startswith("val_") else "-")
     if "val_loss" in frame.columns and frame["val_loss"].notna().any():
         best = int(np.nanargmin(frame["val_loss"].to_numpy()))
+        where = (f"validation {int(frame['validation'].iloc[best])}, {epochs[best]:.2f} passes"
+                 if "validation" in frame.columns and "passes" in frame.columns
+                 else f"{xlabel} {epochs[best]}")
         axes[0].scatter([epochs[best]], [frame["val_loss"].iloc[best]], s=80, facecolors="none",
-                        edgecolors="black", zorder=3, label=f"best: epoch {epochs[best]}")
+                        edgecolors="black", zorder=3, label=f"best: {where}")
     axes[0].set_title("total loss")
     bases = sorted({c[4:] if c.startswith("val_") else c for c in heads})
     for i, base in enumerate(bases):
@@ -374,7 +425,7 @@ def training_curves(
                              linestyle="--" if c.startswith("val_") else "-")
     axes[1].set_title("loss per output" if bases else "(no per-output losses)")
     for ax in axes:
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("loss")
         if ax.get_lines():
             ax.legend(fontsize="small")
@@ -514,7 +565,7 @@ def statistics_overlays(
     Args:
         sets: ``{label: [notes, notes, ...]}``, e.g. held-out continuations and generated ones;
             each item is a raw ``(n, 3)`` array or note table (see
-            :func:`musicrnn.evaluation.music_statistics`).
+            :func:`musicrnn.statistics.music_statistics`).
         fig: a figure to draw into; None makes one.
         statistics: the scalar statistics to show (the pitch-class histogram is always the first
             panel, as pooled bars).
@@ -524,7 +575,7 @@ def statistics_overlays(
         The figure with ``1 + len(statistics)`` panels; the first set (the reference) is drawn
         in black, the others in the package's colours in order.
     """
-    from .evaluation import music_statistics
+    from .statistics import music_statistics
 
     sets = {str(k): list(v) for k, v in sets.items() if len(v)}
     if not sets:
@@ -572,7 +623,7 @@ def loss_curves_together(
 
     Args:
         histories: ``{label: history}``, each a ``history.csv`` path or a DataFrame (Keras
-            history columns, optionally ``epoch``).
+            history columns, drawn against ``passes`` where they have it, else ``epoch``).
         fig: a figure to draw into; None makes one.
         columns: the history columns to draw (a missing one falls back to its training column,
             drawn dashed).
@@ -598,6 +649,7 @@ def loss_curves_together(
         axes = axes[0]
     else:
         axes = fig.subplots(1, len(columns), squeeze=False)[0]
+    xlabel = _history_x(next(iter(frames.values())))[1]
     for ax, column in zip(axes, columns):
         for i, (label, frame) in enumerate(frames.items()):
             col, style = column, "-"
@@ -605,12 +657,11 @@ def loss_curves_together(
                 col, style = col.removeprefix("val_"), "--"
             if col not in frame.columns:
                 continue
-            epochs = (frame["epoch"].to_numpy() + 1 if "epoch" in frame.columns
-                      else np.arange(1, len(frame) + 1))
+            epochs = _history_x(frame)[0]
             ax.plot(epochs, frame[col], style, marker="o", markersize=3,
                     color=SET_COLORS[i % len(SET_COLORS)], label=label)
         ax.set_title(column)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
         if ax.get_lines():
             ax.legend(fontsize="small")
