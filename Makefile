@@ -24,8 +24,9 @@ $(STAMP): requirements.txt pyproject.toml
 setup: $(STAMP) ## create .venv with the pinned packages (and FluidSynth where apt can install it)
 	@bash scripts/install_system_packages.sh
 
-run: setup ## the main job: run the notebooks in order with CONFIG into outputs/runs/<timestamp>/
-	$(BIN)/musicrnn run --config $(CONFIG) $(if $(RUN_DIR),--run-dir $(RUN_DIR))
+run: setup ## the main job: the notebooks in order with CONFIG into outputs/runs/<timestamp>/ (or RUN_DIR; DATASET=, DATA_DIR= override its data)
+	$(BIN)/musicrnn run --config $(CONFIG) $(if $(RUN_DIR),--run-dir $(RUN_DIR)) \
+		$(if $(DATASET),--dataset $(DATASET)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 test: setup ## run the whole test suite (installs everything it needs first)
 	@bash scripts/install_system_packages.sh --browser

@@ -27,15 +27,32 @@ original_target_notes_per_s=<n>``. About 6 minutes on 2 CPU cores with the defau
 (the original's 3 epochs on all 409 chorales would take ~20 minutes alone).
 
     .venv/bin/python benchmarks/train.py [--max-files 120] [--eval-every 25]
+
+``--dataset maestro`` measures throughput on MAESTRO instead: the design of
+``configs/maestro-cpu.yaml`` (notebook 03's preset with notebook 04's settings, trained by
+:func:`musicrnn.training.train`) against the original pipeline training v2, on the training
+pieces of the same MAESTRO folder, each for the same ``--seconds`` of training steps after
+``--warmup`` steps (graph tracing, the original's shuffle-buffer fill), each in a fresh process
+that also reports its peak resident memory. The original's shuffle buffer holds every window of
+the stream (6.5 GB of float64 windows on all of MAESTRO): it is capped at ``--original-buffer``
+windows, which the table says. The last line is ``RESULT ours_vs_original=<r>
+ours_target_notes_per_s=<n> original_target_notes_per_s=<n> ours_peak_rss_gb=<g>
+original_peak_rss_gb=<g> pieces=<n> notes=<n>``. The folder is ``--maestro-dir``, else
+``$MUSICRNN_MAESTRO_DIR``, else ``../shared/data/maestro-v2-trainval/maestro-v2.0.0``; the note
+tables are cached in ``--data-dir`` (default ``data/``) by a first, unmeasured load.
+
+    .venv/bin/python benchmarks/train.py --dataset maestro [--max-files 40] [--seconds 60]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -44,17 +61,28 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from musicrnn.errors import MusicRNNError  # noqa: E402
 from musicrnn.model import build_model, compile_model, get_preset  # noqa: E402
 from musicrnn.notes import FEATURES, load_corpus  # noqa: E402
+from musicrnn.runner import load_config, parameters_for  # noqa: E402
 from musicrnn.training import (  # noqa: E402
-    CPU_TRAINING, ORIGINAL_TRAINING, step_scorer, train,
+    CPU_TRAINING, ORIGINAL_TRAINING, resolve_config, step_scorer, train,
 )
 
 KEY_ORDER = ("pitch", "step", "duration")
+ROOT = Path(__file__).resolve().parents[1]
+MAESTRO_DIR_ENV = "MUSICRNN_MAESTRO_DIR"
+DEFAULT_MAESTRO = ROOT.parent / "shared" / "data" / "maestro-v2-trainval" / "maestro-v2.0.0"
+CPU_PROFILE = ROOT / "configs" / "maestro-cpu.yaml"
+# notebook 04's parameters that change the model config (0, "" or [] keeps the preset's value)
+NOTEBOOK_04_FIELDS = ("epochs", "targets", "learning_rate", "batch_size", "window_shift",
+                      "clipnorm", "lstm_units", "transpose")
 
 
-def original_dataset(train_notes: np.ndarray, seq_length: int, batch_size: int, seed: int):
-    """The research code's pipeline, verbatim but for the pitch scaling (our models scale)."""
+def original_dataset(train_notes: np.ndarray, seq_length: int, batch_size: int, seed: int,
+                     buffer_size: int | None = None):
+    """The research code's pipeline, verbatim but for the pitch scaling (our models scale) and
+    ``buffer_size`` (default: the original's, every window of the stream)."""
     notes_ds = tf.data.Dataset.from_tensor_slices(train_notes)
     length = seq_length + 1
     windows = notes_ds.window(length, shift=1, stride=1, drop_remainder=True)
@@ -67,7 +95,7 @@ def original_dataset(train_notes: np.ndarray, seq_length: int, batch_size: int, 
         return inputs, labels
 
     seq_ds = sequences.map(split_labels, num_parallel_calls=tf.data.AUTOTUNE)
-    buffer_size = len(train_notes) - seq_length
+    buffer_size = buffer_size or len(train_notes) - seq_length
     return (seq_ds.shuffle(buffer_size, seed=seed)
             .batch(batch_size, drop_remainder=True)
             .cache()
@@ -116,6 +144,145 @@ def run_ours(corpus, config, target: float, eval_every: int, eval_targets: int,
             "targets_per_window": per_window}
 
 
+# -- MAESTRO: throughput of the CPU profile's design against the original pipeline --------------
+
+
+def maestro_folder(given: str | None) -> Path:
+    """The MAESTRO folder: ``given``, else ``$MUSICRNN_MAESTRO_DIR``, else the shared train and
+    validation copy; a one-line error when there is none."""
+    raw = given or os.environ.get(MAESTRO_DIR_ENV)
+    folder = Path(raw).expanduser().resolve() if raw else DEFAULT_MAESTRO
+    if not folder.is_dir():
+        where = "" if raw else f" (the default; set ${MAESTRO_DIR_ENV} or give --maestro-dir)"
+        raise MusicRNNError(f"no MAESTRO folder at {folder}{where}; give --maestro-dir DIR, the "
+                            "folder of maestro-v2.0.0.csv and the year folders")
+    return folder
+
+
+def profile_config(path: Path, seed: int):
+    """The model config a profile trains: notebook 03's preset with notebook 04's changes, as
+    notebook 04 applies them."""
+    cfg = load_config(path)
+    preset = parameters_for(cfg, "03_build_model")["preset"]
+    train_params = parameters_for(cfg, "04_train")
+    changes = {k: train_params[k] for k in NOTEBOOK_04_FIELDS if train_params.get(k)}
+    return resolve_config(preset, **changes, seed=seed)
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far, in GB (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+class ThroughputClock(keras.callbacks.Callback):
+    """Times training steps (batch fetch included) after ``warmup`` steps, and stops training
+    once ``seconds`` of them have passed."""
+
+    def __init__(self, seconds: float, warmup: int):
+        super().__init__()
+        self.limit, self.warmup = float(seconds), int(warmup)
+        self.steps = 0  # all steps, warm-up included
+        self.timed_steps = 0
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self.steps > self.warmup:
+            self.seconds += time.perf_counter() - self._started
+            self.timed_steps += 1
+        if self.seconds >= self.limit:
+            self.model.stop_training = True
+
+    def result(self, batch_size: int, targets_per_window: int) -> dict:
+        windows_per_s = self.timed_steps * batch_size / max(self.seconds, 1e-9)
+        return {"steps": self.steps, "timed_steps": self.timed_steps, "seconds": self.seconds,
+                "windows_per_s": windows_per_s,
+                "target_notes_per_s": windows_per_s * targets_per_window}
+
+
+def run_maestro_phase(args) -> dict:
+    """One side of the MAESTRO comparison, in this (fresh) process."""
+    folder = maestro_folder(args.maestro_dir)
+    corpus = load_corpus(f"local:{folder}", data_dir=args.data_dir, max_files=args.max_files)
+    clock = ThroughputClock(args.seconds, args.warmup)
+    if args.phase == "original-maestro":
+        config = get_preset("v2", seed=args.seed, **ORIGINAL_TRAINING)
+        keras.utils.set_random_seed(args.seed)
+        train_idx = corpus.indices("train")
+        rows = np.concatenate([np.arange(corpus.offsets[i], corpus.offsets[i + 1])
+                               for i in train_idx])
+        notes = np.stack([corpus.columns[c][rows] for c in FEATURES], axis=1).astype(np.float64)
+        windows = len(notes) - config.seq_length
+        dataset = original_dataset(notes, config.seq_length, config.batch_size, args.seed,
+                                   buffer_size=min(windows, args.original_buffer))
+        model = compile_model(build_model(config), config, jit_compile=False)
+        model.fit(dataset, epochs=1, callbacks=[clock], verbose=0)
+        return {**clock.result(config.batch_size, 1), "peak_rss_gb": peak_rss_gb(),
+                "windows": windows, "buffer": min(windows, args.original_buffer),
+                "model": "v2", "batch_size": config.batch_size}
+    config = profile_config(Path(args.profile), args.seed)
+    run_dir = Path(tempfile.mkdtemp(prefix="bench-train-maestro-"))
+    try:
+        train(config, corpus.dataset, run_dir / "run", corpus=corpus, progress=False,
+              callbacks=[clock], keep_checkpoints=1, validate_every=10**6)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    per_window = config.seq_length if config.targets == "all" else 1
+    return {**clock.result(config.batch_size, per_window), "peak_rss_gb": peak_rss_gb(),
+            "model": f"{config.name} LSTM {list(config.lstm_units)}",
+            "batch_size": config.batch_size, "window_shift": config.window_shift,
+            "targets": config.targets}
+
+
+def maestro_main(args, raw: list[str]) -> int:
+    """Both sides of the MAESTRO comparison, one after the other, and the table."""
+    folder = maestro_folder(args.maestro_dir)
+    profile = Path(args.profile)
+    config = profile_config(profile, args.seed)  # a bad profile fails before anything runs
+    started = time.perf_counter()
+    corpus = load_corpus(f"local:{folder}", data_dir=args.data_dir, max_files=args.max_files)
+    print(f"{len(corpus):,} performances, {corpus.n_notes:,} notes of {folder} "
+          f"({'all' if args.max_files is None else f'--max-files {args.max_files}'}); "
+          f"loaded in {time.perf_counter() - started:.1f} s, peak RSS {peak_rss_gb():.2f} GB",
+          flush=True)
+    print(corpus.summary().to_string(), flush=True)
+    print(f"ours: {profile.relative_to(ROOT) if profile.is_relative_to(ROOT) else profile} "
+          f"({config.name}, LSTM {list(config.lstm_units)}, targets {config.targets!r}, batch "
+          f"{config.batch_size}); original: v2, targets 'last', batch "
+          f"{ORIGINAL_TRAINING['batch_size']}", flush=True)
+    print(f"CPU cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}; each side "
+          f"{args.seconds:g} s of training steps after {args.warmup} warm-up steps, in a fresh "
+          "process, one after the other", flush=True)
+    original = _run_child(raw, "original-maestro", [])
+    ours = _run_child(raw, "ours-maestro", [])
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    capped = original["buffer"] < original["windows"]
+    buffer_note = (f"shuffle buffer capped at {original['buffer']:,} of {original['windows']:,} "
+                   "windows" if capped else f"shuffle buffer of all {original['windows']:,} "
+                   "windows")
+    print("\n| pipeline | model | steps timed | windows/s | target notes/s | peak RSS |\n"
+          "|---|---|---:|---:|---:|---:|")
+    print(f"| original (element windows over the concatenated stream, one target per window, "
+          f"{buffer_note}) | v2 | {original['timed_steps']} | {original['windows_per_s']:,.0f} | "
+          f"{original['target_notes_per_s']:,.0f} | {original['peak_rss_gb']:.2f} GB |")
+    print(f"| ours (windows inside pieces by index, shift {ours['window_shift']}, a target at "
+          f"every position) | {ours['model']} | {ours['timed_steps']} | "
+          f"{ours['windows_per_s']:,.0f} | {ours['target_notes_per_s']:,.0f} | "
+          f"{ours['peak_rss_gb']:.2f} GB |")
+    ratio = ours["target_notes_per_s"] / max(original["target_notes_per_s"], 1e-9)
+    print(f"RESULT ours_vs_original={ratio:.2f} "
+          f"ours_target_notes_per_s={ours['target_notes_per_s']:.0f} "
+          f"original_target_notes_per_s={original['target_notes_per_s']:.0f} "
+          f"ours_peak_rss_gb={ours['peak_rss_gb']:.2f} "
+          f"original_peak_rss_gb={original['peak_rss_gb']:.2f} pieces={len(corpus)} "
+          f"notes={corpus.n_notes}")
+    return 0
+
+
 def _configs(args) -> tuple:
     original_config = get_preset("v2", seed=args.seed, **ORIGINAL_TRAINING)
     overrides = {}
@@ -129,6 +296,8 @@ def _configs(args) -> tuple:
 
 def run_phase(args) -> dict:
     """One side of the comparison, in this (fresh) process."""
+    if args.phase.endswith("-maestro"):
+        return run_maestro_phase(args)
     corpus = load_corpus("bach-chorales", data_dir=args.data_dir, max_files=args.max_files)
     original_config, ours_config = _configs(args)
     if args.phase == "original":
@@ -159,8 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     import json
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--max-files", type=int, default=120,
-                        help="chorales used (all three splits); default 120 keeps it ~8 min")
+    parser.add_argument("--max-files", type=int, default=None,
+                        help="chorales used (all three splits; default 120, ~8 min), or MAESTRO "
+                        "performances (default all)")
     parser.add_argument("--data-dir", default=None, help="data folder (default: data/)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the original")
     parser.add_argument("--eval-every", type=int, default=25, help="our steps between checks")
@@ -172,16 +342,40 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the original and use this NLL as the target (exploration)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override our training config (exploration), e.g. learning_rate=3e-3")
-    parser.add_argument("--phase", choices=["original", "ours"], help=argparse.SUPPRESS)
+    parser.add_argument("--dataset", choices=["chorales", "maestro"], default="chorales",
+                        help="chorales: time to the original's NLL (default); maestro: "
+                        "throughput and memory of the CPU profile on MAESTRO")
+    parser.add_argument("--maestro-dir", default=None,
+                        help=f"MAESTRO folder (default ${MAESTRO_DIR_ENV}, else "
+                        "../shared/data/maestro-v2-trainval/maestro-v2.0.0)")
+    parser.add_argument("--profile", default=str(CPU_PROFILE),
+                        help="maestro: the profile whose design is ours "
+                        "(default configs/maestro-cpu.yaml)")
+    parser.add_argument("--seconds", type=float, default=60.0,
+                        help="maestro: seconds of training steps timed per side")
+    parser.add_argument("--warmup", type=int, default=10,
+                        help="maestro: steps before the clock starts (tracing, buffer fill)")
+    parser.add_argument("--original-buffer", type=int, default=100_000,
+                        help="maestro: the original's shuffle buffer at most (windows)")
+    parser.add_argument("--phase", choices=["original", "ours", "original-maestro",
+                                            "ours-maestro"], help=argparse.SUPPRESS)
     parser.add_argument("--result-json", help=argparse.SUPPRESS)
     parser.add_argument("--budget", type=float, default=600.0, help=argparse.SUPPRESS)
     raw = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(raw)
+    if args.max_files is None and args.dataset == "chorales":
+        args.max_files = 120
 
-    if args.phase:  # a child: one side, results to a JSON file
-        result = run_phase(args)
-        Path(args.result_json).write_text(json.dumps(result))
-        return 0
+    try:
+        if args.phase:  # a child: one side, results to a JSON file
+            result = run_phase(args)
+            Path(args.result_json).write_text(json.dumps(result))
+            return 0
+        if args.dataset == "maestro":
+            return maestro_main(args, raw)
+    except MusicRNNError as exc:
+        print(f"benchmarks/train.py: error: {exc}", file=sys.stderr)
+        return 2
 
     corpus = load_corpus("bach-chorales", data_dir=args.data_dir, max_files=args.max_files)
     print(corpus.summary().to_string(), flush=True)

@@ -10,9 +10,11 @@ A parameter file (``configs/*.yaml``) has two parts::
         epochs: 3
 
 Papermill injects the parameters after each notebook's ``parameters`` cell; every notebook also
-receives ``run_dir`` (the run's folder) and ``data_dir``. The executed copies go to
+receives ``run_dir`` (the run's folder) and ``data_dir``. ``dataset`` and ``data_dir`` given to
+:func:`run_notebooks` (``musicrnn run --dataset NAME --data-dir DIR``) replace the file's for every
+notebook, so that one profile runs on another copy of its data. The executed copies go to
 ``<run_dir>/notebooks/``. Notebooks run with ``notebooks/`` as their working directory, as in
-Jupyter.
+Jupyter, so every path handed to them is made absolute first.
 """
 
 from __future__ import annotations
@@ -73,6 +75,62 @@ def new_run_dir() -> Path:
     return paths.RUNS / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
+def check_dataset(dataset: str) -> str:
+    """A dataset name every notebook can use: registered, or ``local:`` with an absolute folder.
+
+    Args:
+        dataset: ``bach-chorales``, ``maestro-v2``, ... or ``local:DIR`` (relative to the current
+            directory, not to ``notebooks/`` where the notebooks run).
+
+    Raises:
+        MusicRNNError: an unknown name, or a ``local:`` folder that does not exist.
+    """
+    from .datasets import get_dataset
+
+    entry = get_dataset(dataset)
+    if entry.kind == "local" and not Path(entry.source).is_dir():
+        raise MusicRNNError(f"dataset {dataset!r}: no folder at {entry.source}; give "
+                            "local:DIR with an existing folder of MIDI files")
+    return entry.name
+
+
+def check_data_dir(data_dir: str | Path) -> str:
+    """``data_dir`` as an absolute path the notebooks can write to (created when missing).
+
+    Raises:
+        MusicRNNError: an empty value, or a path that exists and is not a folder.
+    """
+    if not str(data_dir).strip():
+        raise MusicRNNError("the data folder is empty; give a folder (it is created when missing)")
+    folder = Path(data_dir).expanduser().resolve()
+    if folder.exists() and not folder.is_dir():
+        raise MusicRNNError(f"the data folder {data_dir} is a file, not a folder; give a folder")
+    return str(folder)
+
+
+def notebook_parameters(
+    config: dict[str, Any],
+    notebook: Path | str,
+    run_dir: str | Path,
+    *,
+    dataset: str | None = None,
+    data_dir: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Everything one notebook of a run receives: :func:`parameters_for`, then ``overrides``,
+    then ``dataset`` and ``data_dir`` (when given), then ``run_dir``; ``data_dir`` defaults to
+    the project's ``data/``."""
+    params = parameters_for(config, notebook)
+    params.update(overrides or {})
+    if dataset:
+        params["dataset"] = dataset
+    if data_dir:
+        params["data_dir"] = str(data_dir)
+    params["run_dir"] = str(run_dir)
+    params.setdefault("data_dir", str(paths.DATA))
+    return params
+
+
 def run_notebooks(
     config_path: str | Path,
     run_dir: str | Path | None = None,
@@ -80,27 +138,45 @@ def run_notebooks(
     overrides: dict[str, Any] | None = None,
     kernel_name: str | None = None,
     log_output: bool = False,
+    *,
+    dataset: str | None = None,
+    data_dir: str | Path | None = None,
 ) -> Path:
     """Execute the notebooks in order into ``run_dir``; returns the run directory.
 
-    Stops at the first notebook that fails, naming it and where its executed copy is.
+    Args:
+        config_path: the parameter file (``configs/*.yaml``).
+        run_dir: the run's folder (default :func:`new_run_dir`).
+        upto: stop after this notebook (``"04"``).
+        overrides: parameters given to every notebook, on top of the file's.
+        kernel_name: the Jupyter kernel (default: the notebooks' own).
+        log_output: echo the notebooks' output while they run.
+        dataset: the dataset of every notebook instead of the file's (``local:DIR`` for another
+            copy of MAESTRO, say).
+        data_dir: the data folder of every notebook instead of the project's ``data/``.
+
+    Raises:
+        MusicRNNError: a bad parameter file, dataset or data folder (before anything runs), or
+            the first notebook that fails, naming it and where its executed copy is.
     """
     import papermill as pm
 
     config = load_config(config_path)
+    dataset = check_dataset(dataset) if dataset is not None else None
+    data_dir = check_data_dir(data_dir) if data_dir is not None else None
+    notebooks = notebook_paths(upto=upto)
+    if not notebooks:
+        raise MusicRNNError(f"no numbered notebooks found in {paths.NOTEBOOKS}")
     run_dir = Path(run_dir) if run_dir else new_run_dir()
     run_dir = run_dir.expanduser().resolve()
     executed = run_dir / "notebooks"
     executed.mkdir(parents=True, exist_ok=True)
-    notebooks = notebook_paths(upto=upto)
-    if not notebooks:
-        raise MusicRNNError(f"no numbered notebooks found in {paths.NOTEBOOKS}")
-    print(f"Running {len(notebooks)} notebooks with {config_path} into {run_dir}", flush=True)
+    where = "".join(f", {k} {v}" for k, v in (("dataset", dataset), ("data in", data_dir)) if v)
+    print(f"Running {len(notebooks)} notebooks with {config_path}{where} into {run_dir}",
+          flush=True)
     for nb in notebooks:
-        params = parameters_for(config, nb)
-        params.update(overrides or {})
-        params["run_dir"] = str(run_dir)
-        params.setdefault("data_dir", str(paths.DATA))
+        params = notebook_parameters(config, nb, run_dir, dataset=dataset, data_dir=data_dir,
+                                     overrides=overrides)
         out = executed / nb.name
         started = time.perf_counter()
         print(f"  {nb.name} ...", end=" ", flush=True)
@@ -118,4 +194,3 @@ def run_notebooks(
         print(f"done in {time.perf_counter() - started:.0f} s", flush=True)
     print(f"Results are in {run_dir}", flush=True)
     return run_dir
-
