@@ -1,7 +1,9 @@
 """The stateful sampler against the Keras model it reads, the windowed reference, and the CLI.
 
 Models are real Keras models: untrained ones of every preset for the arithmetic, and a small model
-fitted on real Bach chorales (the ``chorale_run`` fixture) for distributions and the CLI.
+fitted on real Bach chorales (the ``chorale_run`` fixture) for distributions and the CLI. Velocity
+models (``v5``) read real MAESTRO performances, and one is trained on the chorales (one velocity
+throughout) by :func:`musicrnn.training.train` itself.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from musicrnn.generation import (
 )
 from musicrnn.model import build_model, get_preset
 from musicrnn.notes import NOTE_COLUMNS, load_corpus
+from musicrnn.sequences import piece_features
+from musicrnn.timing import class_velocity, velocity_classes, velocity_values
 
 ROOT = Path(__file__).resolve().parents[1]
 MUSICRNN = Path(sys.executable).parent / "musicrnn"
@@ -368,8 +372,11 @@ def test_primer_midi_without_notes_is_refused(tmp_path):
     with pytest.raises(MusicRNNError, match="no notes|no .*notes"):
         load_primer(path)
     bad = tmp_path / "shape.npy"
-    np.save(bad, np.zeros((5, 4)))
+    np.save(bad, np.zeros((5, 5)))
     with pytest.raises(MusicRNNError, match="shape"):
+        load_primer(bad)
+    np.save(bad, np.zeros((5, 4)))  # a 4th column is velocity: 0 is not one
+    with pytest.raises(MusicRNNError, match="velocities .* 1-127"):
         load_primer(bad)
 
 
@@ -435,7 +442,7 @@ def test_cli_generates_midi_and_wav(chorale_run, tmp_path):
 
 def _bad_inputs(run_dir: Path, tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     wrong_shape = tmp_path / "wrong.npy"
-    np.save(wrong_shape, np.zeros((10, 4)))
+    np.save(wrong_shape, np.zeros((10, 5)))
     import pretty_midi
 
     empty = pretty_midi.PrettyMIDI()
@@ -451,6 +458,8 @@ def _bad_inputs(run_dir: Path, tmp_path: Path) -> dict[str, tuple[list[str], str
         "temperature zero": (run + ["--temperature", "0"], "temperature"),
         "temperature nan": (run + ["--temperature", "nan"], "temperature"),
         "temperature text": (run + ["--temperature", "hot"], "temperature"),
+        "velocity temperature": (run + ["--velocity-temperature", "-1"],
+                                 "--velocity-temperature"),
         "num-notes zero": (run + ["--num-notes", "0"], "num_notes"),
         "num-notes absurd": (run + ["--num-notes", "1000000000"], "num_notes"),
         "missing model": (["--model", str(tmp_path / "nope.keras")], "no model file"),
@@ -464,7 +473,8 @@ def _bad_inputs(run_dir: Path, tmp_path: Path) -> dict[str, tuple[list[str], str
     }
 
 
-BAD = ["temperature zero", "temperature nan", "temperature text", "num-notes zero",
+BAD = ["temperature zero", "temperature nan", "temperature text", "velocity temperature",
+       "num-notes zero",
        "num-notes absurd", "missing model", "missing run", "seed sequence shape",
        "primer without notes", "unwritable output", "not a midi name", "mismatched model"]
 
@@ -483,3 +493,186 @@ def test_cli_bad_input_one_line_exit_2_nothing_written(case, chorale_run, tmp_pa
     assert lines[0].startswith("musicrnn generate: error:") and message in lines[0]
     assert "Traceback" not in result.stderr
     assert {p for p in tmp_path.rglob("*")} == before  # nothing written, not even a folder
+
+
+# -- velocity (v5: dynamics) ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def performances(maestro_sample, tmp_path_factory):
+    """Real MAESTRO performances: 18 windows of 30 notes with their velocities, (18, 30, 4)."""
+    corpus = load_corpus(f"local:{maestro_sample}", data_dir=tmp_path_factory.mktemp("maestro"))
+    windows = np.stack([piece_features(corpus, i, velocity=True)[start: start + 30]
+                        for i in range(3) for start in range(0, 600, 100)])
+    assert len(np.unique(windows[..., 3])) > 20
+    return windows
+
+
+def _v5(seed: int = 1, **overrides):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    config = get_preset("v5", **{"lstm_units": (32, 16), "pitch_embedding_dim": 8, **overrides})
+    return build_model(config), config
+
+
+@pytest.mark.parametrize("overrides", [
+    {}, {"pitch_input": "scalar"}, {"timing": "regression", "lstm_units": (24,)},
+    {"velocity_bins": 16, "targets": "last"},
+], ids=["v5", "scalar-pitch", "regression-timing", "16-bins-last"])
+def test_numpy_network_matches_keras_with_velocity(overrides, performances):
+    model, config = _v5(**overrides)
+    net = NoteRNN.from_keras(model)
+    assert (net.features, net.velocity_bins) == (4, config.velocity_bins)
+    theirs = keras_heads(model, performances)
+    width = 1 if config.timing == "regression" else 128
+    assert theirs.shape == (18, 128 + 2 * width + config.velocity_bins)
+    for rows in (1, 3, 18):  # one stream, a few (one product per row), many (the exp layout)
+        ours, _ = net.run(performances[:rows])
+        np.testing.assert_allclose(ours, theirs[:rows], rtol=1e-4, atol=2e-5)
+    # the velocity input counts: other velocities, other predictions
+    louder = performances.copy()
+    louder[..., 3] = np.minimum(louder[..., 3] + 30, 127)
+    assert np.abs(net.run(louder[:3])[0] - theirs[:3]).max() > 1e-4
+
+
+@pytest.mark.parametrize("streams", [1, 3, 18])  # 18: the exp layout of many streams
+def test_velocity_distribution_is_the_keras_heads(performances, streams):
+    model, config = _v5(2)
+    primers = performances[:streams]
+    velocity = keras_heads(model, primers)[:, -config.velocity_bins:]
+    for temperature in (1.0, 0.6):
+        sampler = Sampler(model, batch_size=streams, seed=0, config=config,
+                          velocity_temperature=temperature)
+        dist = sampler.prime(primers).distribution()
+        np.testing.assert_allclose(dist["velocity_probs"], _softmax(velocity / temperature),
+                                   atol=1e-6)
+        median = (np.cumsum(dist["velocity_probs"], axis=1) < 0.5).sum(axis=1)
+        np.testing.assert_array_equal(dist["velocity"], class_velocity(median))
+        np.testing.assert_allclose(  # a temperature given per call overrides the sampler's
+            sampler.distribution(velocity_temperature=2.0)["velocity_probs"],
+            _softmax(velocity / 2.0), atol=1e-6)
+
+
+def test_sampled_velocities_are_draws_from_the_velocity_head(performances):
+    """The velocity head's bias set to three classes (kernel zero): 20,000 streams draw them at
+    the softmax's rates for the temperature, and play each class's velocity."""
+    model, config = _v5(3)
+    head = model.get_layer("velocity")
+    kernel, _ = head.get_weights()
+    bias = np.full(32, -40.0, np.float32)
+    bias[[5, 20, 28]] = np.log([0.5, 0.3, 0.2])
+    head.set_weights([np.zeros_like(kernel), bias])
+    for temperature in (1.0, 0.5):
+        sampler = Sampler(model, batch_size=20_000, seed=4, config=config)
+        sampler.prime(performances[0, :2])  # any context: the head reads none of it
+        notes = sampler.next_note(velocity_temperature=temperature)
+        assert notes.shape == (20_000, 4)
+        assert np.isin(notes[:, 3], velocity_values()[[5, 20, 28]]).all()
+        observed = np.bincount(velocity_classes(notes[:, 3]), minlength=32) / len(notes)
+        expected = _softmax(bias / temperature)
+        assert 0.5 * np.abs(observed - expected).sum() < 0.02
+
+
+def test_a_seed_reproduces_velocities(performances):
+    model, config = _v5(4)
+    a = generate(model, performances[0], 60, seed=9, config=config, velocity_temperature=1.5)
+    b = generate(model, performances[0], 60, seed=9, config=config, velocity_temperature=1.5)
+    c = generate(model, performances[0], 60, seed=10, config=config, velocity_temperature=1.5)
+    assert a.shape == (60, 4)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a[:, 3], c[:, 3])
+    assert np.isin(a[:, 3], velocity_values()).all() and len(np.unique(a[:, 3])) > 3
+    batch = generate(model, performances[:3], 20, seed=9, batch_size=3, config=config)
+    assert batch.shape == (3, 20, 4)
+    reference = tutorial_generate(model, performances[0], 3, seed=0)  # the slow loop too
+    assert reference.shape == (3, 4) and np.isin(reference[:, 3], velocity_values()).all()
+
+
+def test_primers_of_the_other_width_are_adapted(performances, piece, generator):
+    """A 3-column primer plays at the default velocity (64) for a velocity model; a 4-column
+    primer loses its velocities for a 3-column model."""
+    model, config = _v5(5)
+    three = Sampler(model, config=config).prime(performances[0, :, :3]).distribution()
+    explicit = performances[0].copy()
+    explicit[:, 3] = 64
+    four = Sampler(model, config=config).prime(explicit).distribution()
+    np.testing.assert_allclose(three["velocity_probs"], four["velocity_probs"], atol=1e-7)
+    np.testing.assert_allclose(three["pitch"], four["pitch"], atol=1e-7)
+    own = Sampler(model, config=config).prime(performances[0]).distribution()
+    assert np.abs(own["pitch"] - four["pitch"]).max() > 1e-6  # the real velocities count
+    softer = Sampler(model, config=config, default_velocity=30).prime(performances[0, :, :3])
+    assert np.abs(softer.distribution()["pitch"] - three["pitch"]).max() > 1e-6
+    with_velocity = np.c_[piece, np.full(len(piece), 77.0, np.float32)]
+    np.testing.assert_allclose(  # the 3-column chorale model ignores a velocity column
+        generator.sampler().prime(with_velocity).distribution()["pitch"],
+        generator.sampler().prime(piece).distribution()["pitch"], atol=0)
+    assert generator.with_primer(with_velocity, "test").primer.shape == (len(piece), 3)
+    assert not generator.velocity and generator.features == 3
+    with pytest.raises(MusicRNNError, match="velocity_temperature"):
+        Sampler(model, config=config, velocity_temperature=0)
+    with pytest.raises(MusicRNNError, match="default_velocity"):
+        Sampler(model, config=config, default_velocity=0)
+
+
+def test_notes_table_plays_each_notes_own_velocity(performances):
+    notes = performances[0]
+    table = notes_table(notes)
+    np.testing.assert_array_equal(table.velocity, notes[:, 3].astype(int))
+    np.testing.assert_array_equal(table.pitch, notes[:, 0].astype(int))
+    assert (notes_table(notes, velocity=50).velocity == 50).all()  # one velocity given: it wins
+    assert (notes_table(notes[:, :3]).velocity == 100).all()  # none: the original's 100
+    with pytest.raises(MusicRNNError, match=r"\(n, 3\) or \(n, 4\)"):
+        notes_table(np.zeros((4, 5)))
+
+
+@pytest.fixture(scope="module")
+def velocity_chorale_run(chorale_data, tmp_path_factory):
+    """A tiny v5 trained by :func:`musicrnn.training.train` on the chorales, whose every note
+    has velocity 90: the run directory."""
+    from musicrnn.training import train
+
+    run_dir = tmp_path_factory.mktemp("v5-chorales") / "run"
+    train({"preset": "v5", "lstm_units": [32], "pitch_embedding_dim": 8, "seq_length": 16,
+           "batch_size": 16, "learning_rate": 0.01, "window_shift": 4, "epochs": 1, "seed": 3},
+          chorale_data["dataset"], run_dir, corpus=chorale_data["corpus"], progress=False,
+          validation_windows=64)
+    return run_dir
+
+
+@pytest.mark.slow
+def test_a_v5_model_on_chorales_trains_and_generates(velocity_chorale_run):
+    """One velocity in the data: it still trains, learns that velocity, and generates it."""
+    import pandas as pd
+
+    from musicrnn.model import load_run
+
+    run = load_run(velocity_chorale_run, compile=False)
+    assert run.config.velocity == "categorical" and run.seed_sequence.shape == (16, 4)
+    assert (run.seed_sequence[:, 3] == 90).all()
+    history = pd.read_csv(velocity_chorale_run / "history.csv")
+    assert np.isfinite(history["val_velocity_loss"]).all()
+    generator = load_generator(velocity_chorale_run)
+    assert generator.velocity and generator.primer.shape == (16, 4)
+    sampler = generator.sampler(seed=0)
+    sampler.prime(generator.primer)
+    assert sampler.distribution()["velocity_probs"][0, velocity_classes(90)] > 0.9
+    notes = generator.generate(40, seed=2)
+    assert notes.shape == (40, 4)
+    assert (notes[:, 3] == class_velocity(velocity_classes(90))).mean() > 0.9
+
+
+@pytest.mark.slow
+def test_cli_writes_each_notes_velocity_to_the_midi_file(velocity_chorale_run, tmp_path):
+    import pretty_midi
+
+    out = tmp_path / "piece.mid"
+    result = _cli("--run-dir", str(velocity_chorale_run), "--num-notes", "30", "--out", str(out),
+                  "--seed", "6", "--velocity-temperature", "3.0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    notes = load_generator(velocity_chorale_run).generate(30, seed=6, velocity_temperature=3.0)
+    midi = pretty_midi.PrettyMIDI(str(out))
+    written = sorted((n.pitch, n.velocity) for i in midi.instruments for n in i.notes)
+    expected = sorted((int(p), int(v)) for p, v in notes[:, [0, 3]])
+    assert written == expected  # every note at its own generated velocity
+    assert len({v for _, v in written}) > 1  # a hot velocity temperature: more than the one

@@ -195,12 +195,17 @@ def test_models_read_raw_notes_of_any_length(chorale_notes):
         model = mm.build_model(cfg)
         assert [la.name for la in model.layers if la.name.startswith(("lstm", "input"))] == [
             "input_scaling", *[f"lstm_{i}" for i in range(1, len(cfg.lstm_units) + 1)]]
+        notes = mm.match_features(chorale_notes, mm.note_features(cfg))  # velocity: 4 columns
+        assert model.inputs[0].shape[-1] == (4 if cfg.velocity == "categorical" else 3)
         for length in (7, 33):
-            out = model(chorale_notes[None, :length], training=False)
+            out = model(notes[None, :length], training=False)
             lead = (1, length) if cfg.targets == "all" else (1,)
             assert tuple(out["pitch"].shape) == (*lead, 128)
             timing = 1 if cfg.timing == "regression" else 128  # one value, or time classes
             assert tuple(out["step"].shape) == tuple(out["duration"].shape) == (*lead, timing)
+            assert set(out) == set(mm.heads_of(cfg))
+            if cfg.velocity == "categorical":
+                assert tuple(out["velocity"].shape) == (*lead, cfg.velocity_bins)
 
 
 def test_note_scaling_divides_pitch_only(chorale_notes):
@@ -630,3 +635,171 @@ def test_run_directory_errors(tmp_path, chorale_notes):
         mm.write_run_files(tmp_path / "r2", model, mm.get_preset("baseline"), chorale_notes[:25])
     with pytest.raises(MusicRNNError, match="seed sequence"):
         mm.write_run_files(tmp_path / "r3", model, cfg, chorale_notes[:25, :2])
+
+
+# -- velocity (v5: dynamics) ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def maestro_notes(maestro_sample, tmp_path_factory) -> np.ndarray:
+    """Real MAESTRO performance notes with their velocities: (n, 4) raw (pitch, step, duration,
+    velocity), the start of three performances one after another."""
+    from musicrnn.notes import load_corpus
+    from musicrnn.sequences import piece_features
+
+    corpus = load_corpus(f"local:{maestro_sample}", data_dir=tmp_path_factory.mktemp("maestro"))
+    notes = np.concatenate([piece_features(corpus, i, velocity=True)[:200] for i in range(3)])
+    assert notes.shape == (600, 4) and len(np.unique(notes[:, 3])) > 20
+    return notes
+
+
+def velocity_targets(y: np.ndarray, mode: str, bins: int = 32) -> dict[str, np.ndarray]:
+    from musicrnn.timing import velocity_classes
+
+    out = targets(y, mode)
+    out["velocity"] = velocity_classes((y[:, -1] if mode == "last" else y)[..., 3], bins
+                                       ).astype("int32")
+    return out
+
+
+def test_v5_is_v4_with_categorical_velocity():
+    v4, v5 = mm.get_preset("v4"), mm.get_preset("v5")
+    assert (v5.velocity, v5.velocity_bins) == ("categorical", 32)
+    assert v4.velocity == mm.ModelConfig().velocity == "none"
+    same = {k: v for k, v in v5.to_dict().items()
+            if k not in ("name", "velocity", "velocity_loss_weight")}
+    assert same == {k: v for k, v in v4.to_dict().items() if k in same}
+    assert not v5.same_architecture(v4)
+    assert not v5.same_architecture(mm.get_preset("v5", velocity_bins=16))
+    assert v4.same_architecture(mm.get_preset("v4", velocity_bins=16))  # unused without velocity
+    model = mm.build_model(v5)
+    assert model.get_layer("velocity").units == 32 and model.inputs[0].shape[-1] == 4
+    assert mm.note_features(v5) == mm.note_features(model) == 4
+    assert mm.note_features(v4) == mm.note_features(mm.build_model(v4)) == 3
+    assert mm.heads_of(v5) == ("pitch", "step", "duration", "velocity")
+    read = mm.infer_config(model, base=mm.get_preset("v4"))  # read off the layers, not the base
+    assert (read.velocity, read.velocity_bins) == ("categorical", 32)
+    # the closed form: one more input column to the first LSTM, and a Dense(32) head
+    emb = v5.pitch_embedding_dim
+    assert mm.count_params(v5) == mm.count_params(v4) + 4 * 256 + (128 * 32 + 32)
+    assert mm.count_params(v5) == (128 * emb + 4 * (256 * (emb + 3) + 256 * 256 + 256)
+                                   + 4 * (128 * (256 + 128) + 128) + 129 * 128 * 3 + 129 * 32)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"velocity": "loud"}, "velocity must be 'none' or 'categorical'"),
+    ({"velocity_bins": 1}, "velocity_bins must be 2-127"),
+    ({"velocity_bins": 200}, "velocity_bins must be 2-127"),
+    ({"velocity_bins": 32.5}, "velocity_bins must be an integer"),
+    ({"velocity_loss_weight": -0.5}, "velocity_loss_weight must be a finite number >= 0"),
+    ({"pitch_loss_weight": 0.0, "step_loss_weight": 0.0, "duration_loss_weight": 0.0,
+      "velocity_loss_weight": 0.0}, "at least one loss weight must be > 0"),
+])
+def test_impossible_velocity_configs_are_clear_errors(changes, message):
+    with pytest.raises(MusicRNNError, match=message):
+        mm.get_preset("v5", **changes)
+
+
+def test_velocity_alone_may_carry_the_loss_and_older_configs_read_without_it():
+    cfg = mm.get_preset("v5", pitch_loss_weight=0.0, step_loss_weight=0.0,
+                        duration_loss_weight=0.0, velocity_loss_weight=1.0)
+    assert cfg.velocity_loss_weight == 1.0
+    older = mm.get_preset("v4").to_dict()
+    for key in mm.ADDED_FIELDS:  # a config.json written before velocity existed
+        del older[key]
+    cfg = mm.ModelConfig.from_dict(older)
+    assert {k: getattr(cfg, k) for k in mm.ADDED_FIELDS} == mm.ADDED_FIELDS
+    assert cfg == mm.get_preset("v4")
+
+
+def test_scaling_layers_read_velocity_over_127(maestro_notes):
+    x = maestro_notes[None, :10]
+    scaled = keras.ops.convert_to_numpy(mm.NoteScaling()(x))
+    np.testing.assert_allclose(scaled[..., 3], x[..., 3] / 127, rtol=1e-6)
+    np.testing.assert_allclose(scaled[..., :3], keras.ops.convert_to_numpy(
+        mm.NoteScaling()(x[..., :3])), rtol=0)  # the 3 columns exactly as before
+    layer = mm.PitchEmbedding(4)
+    out = keras.ops.convert_to_numpy(layer(x))
+    assert out.shape == (1, 10, 7) and layer.compute_output_shape((None, None, 4)) == (
+        None, None, 7)
+    np.testing.assert_array_equal(out[..., 4:6], x[..., 1:3])
+    np.testing.assert_allclose(out[..., 6], x[..., 3] / 127, rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def fitted_v5(maestro_notes):
+    """A tiny v5 fitted on one batch of real MAESTRO windows: (model, x, y, before, after)."""
+    keras.utils.set_random_seed(1)
+    cfg = mm.get_preset("v5", lstm_units=[48], pitch_embedding_dim=8, learning_rate=0.02,
+                        seq_length=16)
+    model = mm.compile_model(mm.build_model(cfg), cfg, jit_compile=False)
+    x, y = windows(maestro_notes, n=8, length=cfg.seq_length, shift=70)
+    y = velocity_targets(y, cfg.targets)
+    before = model.evaluate(x, y, verbose=0, return_dict=True)
+    steps = 200  # the same batch again and again, in one epoch (no per-epoch overhead)
+    model.fit(np.tile(x, (steps, 1, 1)), {k: np.tile(v, (steps, 1)) for k, v in y.items()},
+              batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    after = model.evaluate(x, y, verbose=0, return_dict=True)
+    return model, x, y, before, after
+
+
+@pytest.mark.slow
+def test_v5_overfits_one_batch_of_real_performance_notes(fitted_v5):
+    """With the preset's losses (velocity weighted 0.3, timing 0.1), 200 steps on 8 windows of
+    real MAESTRO notes drive the velocity loss from chance (ln 32 = 3.47) far down, and pitch
+    with it."""
+    model, x, y, before, after = fitted_v5
+    assert before["velocity_loss"] > 3.0, before
+    assert after["velocity_loss"] < 0.5 * before["velocity_loss"], (before, after)
+    assert after["pitch_loss"] < 0.3 * before["pitch_loss"], (before, after)
+    logits = model.predict(x, verbose=0)["velocity"]
+    assert logits.shape == (8, 16, 32)
+    assert (logits.argmax(-1) == y["velocity"]).mean() > 0.5
+
+
+@pytest.mark.slow
+def test_a_v5_model_loads_in_a_fresh_process_with_identical_predictions(fitted_v5, tmp_path):
+    model, x, _, _, _ = fitted_v5
+    path = mm.save_model(model, tmp_path / "music_rnn_model.keras")
+    np.save(tmp_path / "x.npy", x)
+    expected = model.predict(x, verbose=0)
+    done = python(
+        """
+        import json, sys
+        import keras, numpy as np
+        import musicrnn.model  # registers the layers and the losses; nothing else is passed
+        model = keras.saving.load_model(sys.argv[1])
+        out = model.predict(np.load(sys.argv[2]), verbose=0)
+        np.savez(sys.argv[3], **out)
+        config = musicrnn.model.infer_config(model)
+        print(json.dumps({"heads": sorted(out), "velocity": config.velocity,
+                          "bins": config.velocity_bins,
+                          "loss": type(model.loss["velocity"]).__name__}))
+        """, str(path), str(tmp_path / "x.npy"), str(tmp_path / "out.npz"))
+    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert facts == {"heads": ["duration", "pitch", "step", "velocity"], "velocity": "categorical",
+                     "bins": 32, "loss": "SparseCategoricalCrossentropy"}
+    with np.load(tmp_path / "out.npz", allow_pickle=False) as got:
+        for head in mm.heads_of(mm.infer_config(model)):
+            np.testing.assert_array_equal(got[head], expected[head])
+
+
+def test_a_velocity_run_keeps_a_four_column_seed(tmp_path, maestro_notes, chorale_notes):
+    cfg = mm.get_preset("v5", lstm_units=[16], pitch_embedding_dim=4)
+    model = mm.build_model(cfg)
+    mm.write_run_files(tmp_path / "run", model, cfg, maestro_notes[:16])
+    run = mm.load_run(tmp_path / "run", compile=False)
+    assert run.config == cfg
+    np.testing.assert_array_equal(run.seed_sequence, maestro_notes[:16])
+    # a 3-column seed gets the default velocity; a 4-column seed of a 3-column model loses it
+    mm.write_run_files(tmp_path / "three", model, cfg, chorale_notes[:16])
+    seed = mm.load_run(tmp_path / "three", compile=False).seed_sequence
+    assert seed.shape == (16, 4) and (seed[:, 3] == 64).all()
+    v4 = mm.get_preset("v4", lstm_units=[16], pitch_embedding_dim=4)
+    mm.write_run_files(tmp_path / "v4", mm.build_model(v4), v4, maestro_notes[:16])
+    np.testing.assert_array_equal(mm.load_run(tmp_path / "v4", compile=False).seed_sequence,
+                                  maestro_notes[:16, :3])
+    with pytest.raises(MusicRNNError, match=r"velocity=categorical\) differ .* none\)"):
+        mm.write_run_files(tmp_path / "mixed", model, v4, maestro_notes[:16])
+    with pytest.raises(MusicRNNError, match="velocities"):
+        mm.write_run_files(tmp_path / "bad", model, cfg, np.c_[chorale_notes[:16], np.zeros(16)])

@@ -1,5 +1,5 @@
 """Training windows on real chorales: inside pieces, split by piece, aligned, augmented, reshuffled,
-gathered by index (memory O(notes))."""
+gathered by index (memory O(notes)). Velocity windows on real MAESTRO performances."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ import pytest
 from musicrnn.errors import MusicRNNError
 from musicrnn.model import get_preset
 from musicrnn.notes import NoteCorpus
-from musicrnn.sequences import WindowDataset, augment, make_dataset, seed_window
+from musicrnn.sequences import (
+    WindowDataset, augment, make_dataset, match_features, piece_features, seed_window,
+)
+from musicrnn.timing import velocity_classes
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +224,90 @@ def test_seed_window_is_a_real_validation_window(chorale_corpus):
                 found = True
     assert found
     np.testing.assert_array_equal(seed_window(chorale_corpus, 30, seed=5), window)
+
+
+# -- velocity (a model of dynamics) ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def maestro_corpus(maestro_sample, tmp_path_factory) -> NoteCorpus:
+    """The 60 real MAESTRO v2 sample performances: real dynamics, every note its own velocity."""
+    from musicrnn.notes import load_corpus
+
+    return load_corpus(f"local:{maestro_sample}", data_dir=tmp_path_factory.mktemp("maestro"))
+
+
+@pytest.mark.parametrize("targets", ["last", "all"])
+def test_velocity_windows_carry_each_notes_velocity_and_its_class(maestro_corpus, targets):
+    ds = WindowDataset(maestro_corpus, "train", 20, targets=targets, batch_size=16, seed=2,
+                       velocity_bins=32)
+    assert ds.notes.shape[1] == 4
+    starts = ds.window_starts(0)[:16]
+    inputs, labels = ds.gather(starts)
+    assert inputs.shape == (16, 20, 4)
+    rows = ds.piece_offsets[ds.piece_of(starts)]  # where each window's piece starts in the split
+    for b, (start, first) in enumerate(zip(starts, rows)):
+        piece = int(np.flatnonzero(maestro_corpus.names == ds.piece_names[ds.piece_of(start)])[0])
+        a = maestro_corpus.offsets[piece] + (start - first)
+        velocity = maestro_corpus.columns["velocity"][a: a + 21]
+        np.testing.assert_array_equal(inputs[b, :, 3], velocity[:20])
+        following = velocity[1:] if targets == "all" else velocity[-1]
+        np.testing.assert_array_equal(labels["velocity"][b], velocity_classes(following, 32))
+    assert labels["velocity"].dtype == np.int32
+    assert labels["velocity"].shape == labels["pitch"].shape
+    assert len(np.unique(inputs[..., 3])) > 20  # real dynamics, not one velocity
+    plain, plain_labels = WindowDataset(maestro_corpus, "train", 20, targets=targets,
+                                        batch_size=16, seed=2).gather(starts)
+    np.testing.assert_array_equal(plain, inputs[..., :3])  # the other columns as without it
+    assert "velocity" not in plain_labels
+
+
+def test_augmentation_leaves_velocity_alone(maestro_corpus):
+    ds = WindowDataset(maestro_corpus, "train", 24, velocity_bins=32, transpose=6,
+                       time_stretch=0.2, seed=1)
+    starts = ds.window_starts(0)[:256]
+    plain, plain_labels = ds.gather(starts)
+    out, labels = ds.gather(starts, np.random.default_rng(4))
+    np.testing.assert_array_equal(out[..., 3], plain[..., 3])
+    np.testing.assert_array_equal(labels["velocity"], plain_labels["velocity"])
+    assert (out[..., 0] != plain[..., 0]).any() and (out[..., 1:3] != plain[..., 1:3]).any()
+
+
+def test_a_config_with_velocity_gets_velocity_data(maestro_corpus):
+    v5 = get_preset("v5", seq_length=16, batch_size=8)
+    train = make_dataset(maestro_corpus, "train", v5)
+    val = make_dataset(maestro_corpus, "validation", v5, max_windows=40)
+    assert train.velocity_bins == val.velocity_bins == 32
+    assert make_dataset(maestro_corpus, "train", get_preset("v4")).velocity_bins is None
+    x, y = next(iter(train.to_tf().take(1)))
+    assert tuple(x.shape) == (8, 16, 4) and tuple(y["velocity"].shape) == (8, 16)
+    spec = val.element_spec()
+    assert spec[0].shape[-1] == 4 and spec[1]["velocity"].dtype.name == "int32"
+    assert sum(int(b[0].shape[0]) for b in val.to_tf()) == val.windows_per_pass
+
+
+def test_one_velocity_throughout_gives_one_class(chorale_corpus):
+    """The chorales play every note at one velocity: the velocity target is that one class."""
+    velocities = np.unique(chorale_corpus.columns["velocity"])
+    assert len(velocities) == 1
+    ds = make_dataset(chorale_corpus, "train", get_preset("v5", seq_length=16))
+    _, labels = next(ds.batches())
+    assert np.unique(labels["velocity"]).tolist() == velocity_classes(velocities).tolist()
+    seed = seed_window(chorale_corpus, 16, seed=5, velocity=True)
+    assert seed.shape == (16, 4) and (seed[:, 3] == velocities[0]).all()
+    np.testing.assert_array_equal(seed[:, :3], seed_window(chorale_corpus, 16, seed=5))
+
+
+def test_match_features_adds_or_drops_the_velocity_column(chorale_corpus):
+    piece = piece_features(chorale_corpus, 0, velocity=True)
+    np.testing.assert_array_equal(piece[:, :3], chorale_corpus.features(0))
+    np.testing.assert_array_equal(match_features(piece, 3), chorale_corpus.features(0))
+    assert match_features(piece, 4) is piece
+    added = match_features(chorale_corpus.features(0), 4, default_velocity=70)
+    assert added.shape == piece.shape and (added[:, 3] == 70).all()
+    batch = match_features(np.zeros((2, 5, 3), np.float32), 4)
+    assert batch.shape == (2, 5, 4) and (batch[..., 3] == 64).all()
+    with pytest.raises(MusicRNNError, match="3 or 4 columns"):
+        match_features(np.zeros((5, 2)), 4)
+    with pytest.raises(MusicRNNError, match="velocity bins"):
+        WindowDataset(chorale_corpus, "train", 8, velocity_bins=0)

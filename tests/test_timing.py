@@ -1,5 +1,6 @@
 """Categorical timing (musicrnn.timing, the ``v4`` preset): the time grid, its loss, its heads in
-the sampler and in evaluation, on real Bach chorales (music21's corpus, offline).
+the sampler and in evaluation, on real Bach chorales (music21's corpus, offline). And the
+velocity classes of the dynamics head (``v5``), on the real velocities of the MAESTRO sample.
 
 The point of it: chorales strike most notes together with the note before (step 0 s, a chord
 tone) or a beat later; a squared-error step head predicts the average and rolls every chord, a
@@ -24,8 +25,9 @@ from musicrnn import model as mm
 from musicrnn.errors import MusicRNNError
 from musicrnn.generation import NoteRNN, Sampler, keras_heads, tutorial_generate
 from musicrnn.timing import (
-    TIME_BINS, TIME_EDGES, TIME_VALUES, sample_time_classes, time_class_probabilities,
-    time_classes, timing_point, timing_width,
+    DEFAULT_VELOCITY, TIME_BINS, TIME_EDGES, TIME_VALUES, VELOCITY_BINS, class_velocity,
+    sample_time_classes, sample_velocity_classes, time_class_probabilities, time_classes,
+    timing_point, timing_width, velocity_classes, velocity_values,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,3 +219,68 @@ def test_sampled_steps_are_class_times_drawn_from_the_model(chorale_notes):
     assert dist["step"][0] == 0.0 and dist["step_probs"][0, 0] == pytest.approx(0.6, rel=1e-4)
     reference = tutorial_generate(model, primer, 40, seed=0)  # the slow loop also draws classes
     assert np.isin(reference[:, 1], TIME_VALUES[[0, 81]]).all()
+
+
+# -- velocity classes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bins", [2, 16, VELOCITY_BINS, 64, 127])
+def test_velocity_classes_round_trip_within_half_a_class(bins):
+    velocities = np.arange(1, 128)
+    classes = velocity_classes(velocities, bins)
+    assert classes.min() == 0 and classes.max() == bins - 1
+    assert (np.diff(classes) >= 0).all() and len(np.unique(classes)) == bins  # ordered, all used
+    widths = np.bincount(classes)
+    assert widths.max() - widths.min() <= 1  # equal classes (127 / bins velocities each)
+    values = velocity_values(bins)
+    np.testing.assert_array_equal(velocity_classes(values, bins), np.arange(bins))
+    back = class_velocity(classes, bins)
+    assert back.min() >= 1 and back.max() <= 127
+    assert np.abs(back - velocities).max() <= widths.max() // 2  # within half a class
+    if bins == 127:
+        np.testing.assert_array_equal(back, velocities)  # one class per velocity: exact
+
+
+def test_velocity_classes_of_32_bins_and_their_edges():
+    assert VELOCITY_BINS == 32 and 1 <= DEFAULT_VELOCITY <= 127
+    assert velocity_classes([1, 4, 5, 8, 124, 125, 127]).tolist() == [0, 0, 1, 1, 30, 31, 31]
+    # rounded, and clipped into 1-127: 0 and 300 are not velocities but still get a class
+    assert velocity_classes([0, 4.4, 4.6, 300]).tolist() == [0, 0, 1, 31]
+    assert class_velocity(velocity_classes(np.array([[64, 100]]))).shape == (1, 2)
+    with pytest.raises(MusicRNNError, match="velocity bins"):
+        velocity_classes([64], bins=0)
+    with pytest.raises(MusicRNNError, match="velocity classes must be whole numbers 0-31"):
+        class_velocity([32])
+    with pytest.raises(MusicRNNError, match="velocity classes"):
+        class_velocity([1.5])
+
+
+def test_velocity_classes_on_real_performances(maestro_sample, tmp_path_factory):
+    """The binning measured on the MAESTRO sample's velocities: the round trip moves a velocity
+    by about one step on average, never more than two, and the performances use every class."""
+    from musicrnn.notes import load_corpus
+
+    corpus = load_corpus(f"local:{maestro_sample}", data_dir=tmp_path_factory.mktemp("maestro"))
+    velocity = corpus.columns["velocity"].astype(np.int64)
+    assert len(np.unique(velocity)) > 100  # real dynamics: most of the 127 velocities occur
+    classes = velocity_classes(velocity)
+    error = np.abs(class_velocity(classes) - velocity)
+    assert error.max() == 2 and error.mean() < 1.1
+    assert len(np.unique(classes)) == VELOCITY_BINS
+    coarse = np.abs(class_velocity(velocity_classes(velocity, 16), 16) - velocity)
+    assert coarse.mean() > 1.5 * error.mean()  # fewer classes lose more
+
+
+def test_sampled_velocity_classes_follow_the_softmax_at_a_temperature():
+    rng = np.random.default_rng(5)
+    logits = np.full(VELOCITY_BINS, -40.0, np.float32)
+    logits[[3, 16, 25]] = np.log([0.2, 0.5, 0.3])
+    rows = np.tile(logits, (20_000, 1))
+    for temperature in (1.0, 0.5):
+        drawn = sample_velocity_classes(rows, rng.random(20_000, dtype=np.float32),
+                                        1.0 / temperature)
+        expected = time_class_probabilities(logits / temperature)
+        observed = np.bincount(drawn, minlength=VELOCITY_BINS) / len(drawn)
+        assert set(np.unique(drawn)) == {3, 16, 25}
+        assert 0.5 * np.abs(observed - expected).sum() < 0.015
+    np.testing.assert_array_equal(rows[0], logits)  # the logits are left as they are

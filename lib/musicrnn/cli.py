@@ -21,7 +21,8 @@ from .errors import MusicRNNError
 def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_notebooks
 
-    run_notebooks(args.config, run_dir=args.run_dir, upto=args.upto)
+    run_notebooks(args.config, run_dir=args.run_dir, upto=args.upto, dataset=args.dataset,
+                  data_dir=args.data_dir)
     return 0
 
 
@@ -44,7 +45,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 
 def _cmd_perform(args: argparse.Namespace) -> int:
-    from .live import list_output_names, perform
+    from .live import list_output_names, perform, sigint_raises
 
     if args.list_ports:
         names = list_output_names()
@@ -53,11 +54,21 @@ def _cmd_perform(args: argparse.Namespace) -> int:
     cc_map = None
     if args.temperature_cc is not None:
         cc_map = {args.temperature_cc: ("temperature", 0.1, 2.0)}
-    perform(args.run_dir, port=args.port, virtual=args.virtual, record=args.record,
-            duration_s=args.duration, temperature=args.temperature, speed=args.speed,
-            transpose=args.transpose, velocity=args.velocity, channel=args.channel,
-            seed=args.seed, gestures=args.gestures, camera=args.camera,
-            control_port=args.control_port, cc_map=cc_map, data_dir=args.data_dir)
+    inputs = []
+    if args.gestures:
+        from .gestures import start_camera_thread
+
+        inputs.append(lambda controls: start_camera_thread(
+            controls, camera=args.camera, data_dir=args.data_dir).stop)
+    # Ctrl-C must stop the performance (all notes off, the recording written) even when this
+    # process was started with SIGINT ignored, as a background job of a script is.
+    with sigint_raises():
+        perform(args.run_dir, port=args.port, virtual=args.virtual, record=args.record,
+                duration_s=args.duration, temperature=args.temperature, speed=args.speed,
+                transpose=args.transpose, velocity=args.velocity, dynamics=args.dynamics,
+                velocity_temperature=args.velocity_temperature, channel=args.channel,
+                seed=args.seed, inputs=inputs, control_port=args.control_port,
+                cc_map=cc_map, data_dir=args.data_dir)
     return 0
 
 
@@ -68,6 +79,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     )
 
     temperature = check_temperature(_number(args.temperature, "--temperature"))
+    velocity_temperature = None if args.velocity_temperature is None else check_temperature(
+        _number(args.velocity_temperature, "--velocity-temperature"), "--velocity-temperature")
     num_notes = check_num_notes(_number(args.num_notes, "--num-notes", whole=True))
     top_k = check_top_k(None if args.top_k is None else _number(args.top_k, "--top-k", True))
     top_p = check_top_p(None if args.top_p is None else _number(args.top_p, "--top-p"))
@@ -83,9 +96,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     ]
     generator = load_generator(args.run_dir, model_path=args.model,
                                seed_sequence=args.seed_sequence, primer=args.primer)
+    if velocity_temperature is not None and not generator.velocity:
+        print("note: --velocity-temperature has no effect: this model has no velocity head "
+              "(its notes play at one velocity)")
     sampler = generator.sampler(batch_size=batch, seed=seed)
     sampler.prime(generator.primer)
-    notes = sampler.sample(num_notes, temperature=temperature, top_k=top_k, top_p=top_p)
+    notes = sampler.sample(num_notes, temperature=temperature, top_k=top_k, top_p=top_p,
+                           velocity_temperature=velocity_temperature)
 
     from .audio import save_piece
 
@@ -148,7 +165,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiments(args: argparse.Namespace) -> int:
-    from .evaluation import run_experiments
+    from .experiments import run_experiments
 
     run_experiments(args.config, args.out_dir, data_dir=args.data_dir,
                     budget_seconds=args.budget_seconds, models=args.models, progress=True)
@@ -180,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="configs/quick.yaml", help="parameter file (YAML)")
     p.add_argument("--run-dir", default=None, help="output folder (default outputs/runs/<time>)")
     p.add_argument("--upto", default=None, help="stop after this notebook, e.g. 04")
+    p.add_argument("--dataset", default=None, help="every notebook's dataset instead of the "
+                   "file's: maestro-v2, local:DIR (another copy), ...")
+    p.add_argument("--data-dir", default=None, help="every notebook's data folder (default: "
+                   "the project's data/)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("download", help="download (or write out) a dataset's MIDI files")
@@ -214,7 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     p.add_argument("--speed", type=float, default=1.0, help="tempo factor (2: twice as fast)")
     p.add_argument("--transpose", type=int, default=0, help="semitones added to every note")
-    p.add_argument("--velocity", type=int, default=90, help="MIDI velocity 1-127")
+    p.add_argument("--velocity", type=int, default=90,
+                   help="MIDI velocity 1-127 of a model without velocity (default 90)")
+    p.add_argument("--dynamics", type=float, default=1.0,
+                   help="scale every note's velocity by this (0.25-2.0; default 1.0)")
+    p.add_argument("--velocity-temperature", type=float, default=1.0,
+                   help="velocity randomness of a model with velocity (default 1.0)")
     p.add_argument("--channel", type=int, default=0, help="MIDI channel 0-15")
     p.add_argument("--seed", type=int, default=None, help="random seed of the sampler")
     p.add_argument("--control-port", default=None,
@@ -233,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--model", help="a .keras model (ours or the original's) or an original "
                         "ckpt_N.weights.h5")
     p.add_argument("--seed-sequence", help="primer notes: an (n, 3) .npy of raw pitch, step, "
-                   "duration (default: the run's seed_sequence.npy)")
+                   "duration, or (n, 4) with velocity (default: the run's seed_sequence.npy)")
     p.add_argument("--primer", help="primer notes from a MIDI file (its last seq_length notes)")
     p.add_argument("--temperature", default="1.0",
                    help="pitch randomness, > 0: below 1 safer, above 1 wilder (default 1.0)")
@@ -244,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", default=None, help="draw pitch only from the K most likely")
     p.add_argument("--top-p", default=None, help="draw pitch from the most likely pitches "
                    "holding probability P (nucleus sampling)")
+    p.add_argument("--velocity-temperature", default=None,
+                   help="dynamics randomness of a model with velocity, > 0: below 1 steadier, "
+                   "above 1 more varied (default 1.0)")
     p.add_argument("--batch", default="1", help="generate N pieces at once: FILE-1.mid ...")
     p.add_argument("--with-primer", action="store_true",
                    help="put the primer's notes before the generated ones in the file")

@@ -6,10 +6,11 @@ not need that: its LSTM state *is* the summary of everything it has read, so aft
 state with the primer notes, each new note costs one recurrent step.
 
 :class:`Sampler` reads the weights out of the Keras layers once (the input scaling or pitch
-embedding, every ``lstm_i``, the ``pitch``/``step``/``duration`` heads) and runs that step in
-NumPy, float32, on preallocated buffers -- per-call overhead, not arithmetic, is what made the
-Keras step slow. It checks itself against the Keras model when it is built, so a model whose
-layers it misreads is refused instead of sampled wrongly.
+embedding, every ``lstm_i``, the ``pitch``/``step``/``duration`` heads, and the ``velocity`` head
+of a model of dynamics) and runs that step in NumPy, float32, on preallocated buffers --
+per-call overhead, not arithmetic, is what made the Keras step slow. It checks itself against the
+Keras model when it is built, so a model whose layers it misreads is refused instead of sampled
+wrongly.
 
 Carried state and the window see different contexts: the window model forgets everything older
 than ``seq_length`` notes, the carried state keeps it. For the first note after priming both give
@@ -17,6 +18,14 @@ the same distribution; after that they differ exactly where the window truncates
 trained only on ``seq_length`` windows from a zero state (``targets="last"``) never saw a state
 carried for hundreds of notes, so for such models the sampler re-primes: every ``reprime_every``
 notes it rebuilds the state from the last ``seq_length`` notes (see :func:`default_reprime_every`).
+
+Dynamics: a model with a velocity head (``ModelConfig.velocity == "categorical"``) reads and
+writes notes of 4 columns (pitch, step, duration, MIDI velocity); the sampler draws each note's
+velocity class from that head with its own ``velocity_temperature`` and plays the class's
+representative velocity (:func:`musicrnn.timing.class_velocity`). Other models read and write 3
+columns, exactly as before. Notes of the other width are adapted wherever they come in (a
+3-column primer given to a velocity model plays at :data:`musicrnn.timing.DEFAULT_VELOCITY`, 64;
+a 4-column primer given to a 3-column model loses its velocities).
 """
 
 from __future__ import annotations
@@ -31,10 +40,15 @@ import numpy as np
 
 from .errors import MusicRNNError
 from .notes import read_notes_npy, validate_notes  # noqa: F401  (part of this module's interface)
-from .timing import TIME_BINS, sample_time_classes, time_class_probabilities, timing_point
+from .sequences import match_features, piece_features
+from .timing import (
+    DEFAULT_VELOCITY, TIME_BINS, class_velocity, sample_time_classes, sample_velocity_classes,
+    time_class_probabilities, timing_point, velocity_values,
+)
 
 N_PITCHES = 128
 MAX_NUM_NOTES = 100_000  # more than anyone listens to; a typo's 10**9 is refused, not attempted
+NOTES_TABLE_VELOCITY = 100  # notes_table's velocity for notes without one (the original's)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,18 +188,25 @@ def _numpy_activation(fn) -> tuple[str, Any]:
 
 
 class NoteRNN:
-    """The arithmetic of a note model -- input scaling, stacked LSTMs, three heads -- in NumPy.
+    """The arithmetic of a note model -- input scaling, stacked LSTMs, three heads (four with
+    velocity) -- in NumPy.
 
     Built from a Keras model with :meth:`from_keras`; :meth:`step` advances a :class:`_State` by
-    one note of raw (pitch, step, duration) for every stream at once.
+    one note of raw (pitch, step, duration) -- or (pitch, step, duration, velocity) for a model
+    with a velocity head -- for every stream at once.
     """
 
     def __init__(self, layers: list[_LSTMLayer], heads: np.ndarray,
-                 pitch_table: np.ndarray | None):
+                 pitch_table: np.ndarray | None, timing_width: int | None = None,
+                 velocity_bins: int = 0, features: int = 3):
         self.layers = layers
-        self.heads = heads  # (top units + 1, 128 + 2 w): [h, 1] -> pitch logits, step, duration
+        # (top units + 1, 128 + 2 w + v): [h, 1] -> pitch logits, step, duration, velocity logits
+        self.heads = heads
+        self.velocity_bins = int(velocity_bins)  # classes of the velocity head (0: none)
         # units of each timing head: 1 (a regressed value) or TIME_BINS (time-class logits)
-        self.timing_width = (heads.shape[1] - N_PITCHES) // 2
+        self.timing_width = int(timing_width) if timing_width is not None else (
+            (heads.shape[1] - N_PITCHES - self.velocity_bins) // 2)
+        self.features = int(features)  # columns per note read: 3, or 4 with velocity
         # for embedding inputs: the embedding times the first kernel, (128, 4 * units_1), in the
         # tanh and the exp layouts; else None
         self.pitch_table = pitch_table
@@ -199,20 +220,27 @@ class NoteRNN:
         The model is walked from its ``pitch``/``step``/``duration`` outputs back to its input,
         through nested models; between the input and the first LSTM there may be any chain of
         element-wise affine layers (``NoteScaling``, ``Rescaling``, ...) or one ``PitchEmbedding``;
-        between the LSTMs only dropout; nothing but the three dense heads after the top one.
+        between the LSTMs only dropout; nothing but the three dense heads (and a ``velocity``
+        head) after the top one.
         """
         heads = _trace_heads(model)
         chain, pre = _trace_chain(heads["pitch"][1])
-        for name in ("step", "duration"):
+        features = _input_features(model)
+        if ("velocity" in heads) != (features == 4):
+            raise MusicRNNError(
+                "a model with a velocity head must read 4 columns per note and one without it 3; "
+                f"this one reads {features} and {'has' if 'velocity' in heads else 'has no'} "
+                "velocity head")
+        for name in [h for h in heads if h != "pitch"]:
             other_chain, _ = _trace_chain(heads[name][1])
             if [id(x) for x in other_chain] != [id(x) for x in chain]:
                 raise MusicRNNError(
                     f"the {name} head does not read the same LSTM stack as the pitch head; "
-                    "the sampler supports one LSTM stack feeding three dense heads"
+                    "the sampler supports one LSTM stack feeding the dense heads"
                 )
         if not chain:
             raise MusicRNNError("the model has no LSTM layer; the sampler needs an LSTM note model")
-        pitch_table, input_matrix, input_offset = _input_transform(pre, chain[0])
+        pitch_table, input_matrix, input_offset = _input_transform(pre, chain[0], features)
         layers = []
         for index, lstm in enumerate(chain):
             cell = lstm.cell
@@ -228,7 +256,8 @@ class NoteRNN:
                 if pitch_table is not None:
                     dim = pitch_table.shape[1]
                     pitch_table = pitch_table @ kernel[:dim]
-                    kernel = kernel[dim:]  # (step, duration) rows
+                    # (step, duration[, velocity]) rows, with the layer's scaling of them
+                    kernel = input_matrix @ kernel[dim:]
                 else:
                     bias = bias + input_offset @ kernel
                     kernel = input_matrix @ kernel
@@ -253,7 +282,7 @@ class NoteRNN:
             if upper.input_dim != lower.units:
                 raise MusicRNNError("consecutive LSTM layers disagree on their sizes")
         head_weights = []
-        for name in ("pitch", "step", "duration"):
+        for name in heads:
             dense = heads[name][0]
             kernel = np.asarray(dense.kernel.numpy(), dtype=np.float32)
             bias = (np.asarray(dense.bias.numpy(), dtype=np.float32) if dense.use_bias
@@ -263,17 +292,22 @@ class NoteRNN:
                 width = N_PITCHES
             elif name == "step":  # one regressed value, or time-class logits
                 width = kernel.shape[1] if kernel.shape[1] in (1, TIME_BINS) else 1
-            else:  # the duration head has the step head's kind
+            elif name == "duration":  # the duration head has the step head's kind
                 width = head_weights[1].shape[1]
+            else:  # velocity: logits over its classes
+                width = kernel.shape[1] if kernel.shape[1] >= 2 else 2
             if act_name != "linear" or kernel.shape != (layers[-1].units, width):
-                what = (f"Dense({width})" if name == "pitch" else
+                what = (f"Dense({width})" if name in ("pitch", "velocity") else
                         "Dense(1) or Dense(128) (time classes), the same for step and duration")
                 raise MusicRNNError(
                     f"the {name} head should be a linear {what} on the top LSTM, "
                     f"found kernel {kernel.shape} with activation {act_name}"
                 )
             head_weights.append(np.concatenate([kernel, bias[None, :]], axis=0))
-        net = cls(layers, np.ascontiguousarray(np.concatenate(head_weights, axis=1)), pitch_table)
+        timing_width = head_weights[1].shape[1]
+        velocity_bins = head_weights[3].shape[1] if len(head_weights) > 3 else 0
+        net = cls(layers, np.ascontiguousarray(np.concatenate(head_weights, axis=1)), pitch_table,
+                  timing_width=timing_width, velocity_bins=velocity_bins, features=features)
         net.return_sequences_top = bool(getattr(chain[-1], "return_sequences", True))
         return net
 
@@ -286,13 +320,20 @@ class NoteRNN:
         """Whether step and duration are time-class logits (else one regressed value each)."""
         return self.timing_width > 1
 
+    @property
+    def velocity(self) -> bool:
+        """Whether the model reads and predicts velocity (notes of 4 columns)."""
+        return self.velocity_bins > 0
+
     def step(self, state: _State, notes: np.ndarray,
              heads: bool | slice = True) -> np.ndarray | None:
-        """Feed one raw note per stream (``(batch, 3)``); returns the head outputs when asked.
+        """Feed one raw note per stream (``(batch, 3)``, ``(batch, 4)`` with velocity); returns
+        the head outputs when asked.
 
         ``heads``: True for every stream, a ``slice`` of rows for some, False for none. The
-        returned ``(rows, 128 + 2 w)`` array (pitch logits, then step and duration: one value
-        each, or ``w = 128`` time-class logits each) is a view of a buffer of
+        returned ``(rows, 128 + 2 w + v)`` array (pitch logits, then step and duration: one value
+        each, or ``w = 128`` time-class logits each; then ``v`` velocity logits, none without a
+        velocity head) is a view of a buffer of
         ``state``: the next call overwrites it. A state cut into several blocks steps them on
         separate threads.
         """
@@ -316,10 +357,11 @@ class NoteRNN:
         return out
 
     def _step_block(self, block: _Block, notes: np.ndarray) -> None:
+        features = self.features
         if self.pitch_table is None:
-            block.xh0[:, :3] = notes
+            block.xh0[:, :features] = notes
         else:
-            block.xh0[:, :2] = notes[:, 1:3]
+            block.xh0[:, :features - 1] = notes[:, 1:features]
         first = True
         few = block.rows_few
         exp_layout = block.exp_layout
@@ -373,11 +415,12 @@ class NoteRNN:
                 following[:] = h
 
     def run(self, notes: np.ndarray, state: _State | None = None) -> tuple[np.ndarray, _State]:
-        """Feed ``(batch, time, 3)`` raw notes from ``state`` (zero when None).
+        """Feed ``(batch, time, 3)`` raw notes (``(batch, time, 4)`` with velocity) from
+        ``state`` (zero when None).
 
         Returns the head outputs after the last note (a copy) and the state.
         """
-        notes = np.asarray(notes, dtype=np.float32)
+        notes = match_features(notes, self.features)
         if state is None:
             state = self.new_state(notes.shape[0])
         out = None
@@ -395,11 +438,14 @@ class NoteRNN:
         rng = np.random.default_rng(seed)
         fixed = _fixed_length(model)
         length = fixed or length
-        notes = np.stack([
+        columns = [
             rng.integers(36, 90, size=(batch, length)).astype(np.float32),
             rng.exponential(0.25, size=(batch, length)).astype(np.float32),
             rng.exponential(0.4, size=(batch, length)).astype(np.float32),
-        ], axis=-1)
+        ]
+        if self.features == 4:
+            columns.append(rng.integers(1, 128, size=(batch, length)).astype(np.float32))
+        notes = np.stack(columns, axis=-1)
         ours, _ = self.run(notes)
         theirs = keras_heads(model, notes)
         many, _ = self.run(np.repeat(notes, -(-EXP_LAYOUT_ROWS // batch), axis=0))  # exp layout
@@ -410,7 +456,7 @@ class NoteRNN:
             raise MusicRNNError(
                 f"the sampler's reading of this model disagrees with Keras by {diff:.3g}; its "
                 "layers are not the note-model layout the sampler understands (input scaling, "
-                "LSTM stack, pitch/step/duration heads)"
+                "LSTM stack, pitch/step/duration[/velocity] heads)"
             )
         return diff
 
@@ -425,6 +471,15 @@ def _infer_config(model):
         return None
 
 
+def _input_features(model) -> int:
+    """Columns per note ``model`` reads: 4 (with velocity) or 3."""
+    try:
+        width = model.inputs[0].shape[-1]
+    except (AttributeError, IndexError, TypeError):
+        return 3
+    return 4 if width == 4 else 3
+
+
 def _fixed_length(model) -> int | None:
     """The window length a model's input insists on (None: any length)."""
     try:
@@ -435,16 +490,20 @@ def _fixed_length(model) -> int | None:
 
 def keras_heads(model, notes: np.ndarray) -> np.ndarray:
     """Run ``model`` on ``(batch, time, 3)`` raw notes: ``(batch, 128 + 2 w)`` outputs after the
-    last (pitch logits, step, duration; ``w`` is 1, or 128 for time-class logits).
+    last (pitch logits, step, duration; ``w`` is 1, or 128 for time-class logits). A velocity
+    model reads ``(batch, time, 4)`` and its velocity logits come last (``+ v`` columns); notes
+    of the other width are adapted (:func:`musicrnn.sequences.match_features`).
 
     The reference the sampler is checked against (one Keras call, no state carried in).
     """
-    notes = np.asarray(notes, dtype=np.float32)
+    notes = match_features(notes, _input_features(model))
     out = model(notes, training=False)
     if not isinstance(out, dict):
         raise MusicRNNError("the model must return a dict with 'pitch', 'step' and 'duration'")
     parts = []
-    for name in ("pitch", "step", "duration"):
+    for name in ("pitch", "step", "duration", "velocity"):
+        if name == "velocity" and name not in out:
+            continue
         value = np.asarray(_to_numpy(out[name]), dtype=np.float32)
         if value.ndim == 3:  # every-position model: the last position
             value = value[:, -1]
@@ -479,7 +538,9 @@ def _trace_heads(model) -> dict[str, tuple[Any, Any]]:
             "load it with musicrnn.model.load_model"
         )
     found = {}
-    for name in ("pitch", "step", "duration"):
+    for name in ("pitch", "step", "duration", "velocity"):
+        if name == "velocity" and name not in outputs:
+            continue
         op, node, _ = _producer(outputs[name])
         while isinstance(op, keras.layers.Dropout) or type(op).__name__ == "Identity":
             op, node, _ = _producer(node.input_tensors[0])
@@ -568,25 +629,41 @@ def _trace_chain(tensor) -> tuple[list, list]:
     return lstms[::-1], pre[::-1]
 
 
-def _input_transform(pre: list, first_lstm) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """How raw notes reach the first LSTM: ``(pitch_table, matrix, offset)``.
+def _input_transform(pre: list, first_lstm, features: int = 3
+                     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """How raw notes of ``features`` columns reach the first LSTM: ``(pitch_table, matrix,
+    offset)``.
 
-    With a :class:`~musicrnn.model.PitchEmbedding` the first LSTM reads ``[table[pitch], step,
-    duration]``: ``pitch_table`` is the ``(128, dim)`` table (``matrix``/``offset`` unused).
-    Otherwise the chain of layers before the first LSTM must be affine in the raw notes; it is
-    measured on probe notes and checked: ``x = notes @ matrix + offset``.
+    With a :class:`~musicrnn.model.PitchEmbedding` the first LSTM reads ``[table[pitch], rest]``,
+    ``rest`` an affine scaling of the other columns (step, duration[, velocity / 127]):
+    ``pitch_table`` is the ``(128, dim)`` table and ``matrix`` the ``(features - 1, features -
+    1)`` scaling of the other columns. Otherwise the chain of layers before the first LSTM must
+    be affine in the raw notes; it is measured on probe notes and checked: ``x = notes @ matrix
+    + offset``.
     """
     from .model import PitchEmbedding
 
     input_dim = int(first_lstm.cell.kernel.shape[0])
+    # probes: no note, 64 in each column alone, and an ordinary note (for the check)
+    ordinary = np.array([61.0, 0.5, 0.25, 90.0])[:features]
+    probe = np.concatenate([np.zeros((1, features)), np.eye(features) * 64.0, ordinary[None]])
     if any(isinstance(layer, PitchEmbedding) for layer in pre):
         if len(pre) != 1:
             raise MusicRNNError("the sampler supports a PitchEmbedding only as the sole input layer")
         table = np.asarray(_to_numpy(pre[0].embedding.embeddings), dtype=np.float64)
-        if table.shape != (N_PITCHES, input_dim - 2):
+        dim = table.shape[1]
+        if table.shape[0] != N_PITCHES or input_dim != dim + features - 1:
             raise MusicRNNError("the pitch embedding does not match the first LSTM's input size")
-        return table, np.zeros((3, input_dim)), np.zeros(input_dim)
-    probe = np.concatenate([np.zeros((1, 3)), np.eye(3) * 64.0, np.array([[61.0, 0.5, 0.25]])])
+        probe[:, 0] = 60.0  # one pitch throughout: only the other columns change the rest
+        rest = np.asarray(_to_numpy(pre[0](probe[None].astype(np.float32))),
+                          dtype=np.float64)[0, :, dim:]
+        offset = rest[0]
+        matrix = (rest[2: features + 1] - offset) / 64.0
+        if not (np.allclose(offset, 0.0, atol=1e-6) and np.allclose(
+                probe[-1, 1:] @ matrix, rest[-1], rtol=1e-4, atol=1e-5)):
+            raise MusicRNNError("the pitch embedding's other columns are not a scaling of the "
+                                "raw notes")
+        return table, matrix, np.zeros(input_dim)
     x = probe[None].astype(np.float32)
     for layer in pre:
         x = np.asarray(_to_numpy(layer(x)), dtype=np.float64)
@@ -596,8 +673,8 @@ def _input_transform(pre: list, first_lstm) -> tuple[np.ndarray | None, np.ndarr
             f"the layers before the first LSTM give {x.shape[-1]} features, it expects {input_dim}"
         )
     offset = x[0]
-    matrix = (x[1:4] - offset) / 64.0
-    if not np.allclose(probe[4] @ matrix + offset, x[4], rtol=1e-4, atol=1e-5):
+    matrix = (x[1: features + 1] - offset) / 64.0
+    if not np.allclose(probe[-1] @ matrix + offset, x[-1], rtol=1e-4, atol=1e-5):
         raise MusicRNNError(
             "the layers before the first LSTM are not an affine scaling of the raw notes; "
             "the sampler supports NoteScaling, PitchEmbedding and other affine input scalings"
@@ -659,14 +736,15 @@ def default_reprime_every(config=None, *, trained_on_windows: bool | None = None
     return max(1, (seq_length or 50) // 2)
 
 
-def check_temperature(temperature: float) -> float:
-    """``temperature`` as a float, or a clear error unless it is a finite number > 0."""
+def check_temperature(temperature: float, what: str = "temperature") -> float:
+    """``temperature`` as a float, or a clear error (naming it ``what``) unless it is a finite
+    number > 0."""
     try:
         value = float(temperature)
     except (TypeError, ValueError):
-        raise MusicRNNError(f"temperature must be a number > 0, got {temperature!r}") from None
+        raise MusicRNNError(f"{what} must be a number > 0, got {temperature!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise MusicRNNError(f"temperature must be a finite number > 0, got {temperature!r}")
+        raise MusicRNNError(f"{what} must be a finite number > 0, got {temperature!r}")
     return value
 
 
@@ -772,18 +850,30 @@ class Sampler:
             depend on the machine, so a seed gives the same notes everywhere the arithmetic is
             the same.
         net: the model's :class:`NoteRNN`, when one was already read (and checked) from it.
+        velocity_temperature: the temperature of the velocity draws of a model with a velocity
+            head (each call of :meth:`sample` / :meth:`next_note` may give its own); below 1 the
+            dynamics keep to the most likely level, above 1 they vary more.
+        default_velocity: the velocity given to the notes of a 3-column primer fed to a velocity
+            model (:data:`musicrnn.timing.DEFAULT_VELOCITY`, 64: what the MIDI specification asks
+            of a keyboard without velocity sensing; the MAESTRO v2 sample's median is 67).
+
+    A velocity model's notes have 4 columns (pitch, step, duration, velocity) in and out; every
+    other model's 3. Notes of the other width are adapted as they come in (a 4th column dropped,
+    or ``default_velocity`` added).
 
     Example::
 
         sampler = Sampler(run.model, config=run.config, seed=1)
         sampler.prime(run.seed_sequence)
-        notes = sampler.sample(200, temperature=1.5)[0]   # (200, 3) raw notes
+        notes = sampler.sample(200, temperature=1.5)[0]   # (200, 3) raw notes; (200, 4) with
+        #                                                   velocity
     """
 
     def __init__(self, model, *, batch_size: int = 1, seed: int | None = None,
                  reprime_every: int | None | str = "auto", config=None, window: int | None = None,
                  timing_noise: float = 0.0, verify: bool = True, threads: int | None = 1,
-                 workers: int | str = "auto", net: NoteRNN | None = None):
+                 workers: int | str = "auto", net: NoteRNN | None = None,
+                 velocity_temperature: float = 1.0, default_velocity: int = DEFAULT_VELOCITY):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise MusicRNNError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
@@ -798,6 +888,14 @@ class Sampler:
             if verify:
                 net.check_against(model)
         self.net = net
+        self.features = net.features  # columns per note in and out: 3, or 4 with velocity
+        self.velocity_temperature = check_temperature(velocity_temperature,
+                                                      "velocity_temperature")
+        if isinstance(default_velocity, bool) or not isinstance(
+                default_velocity, (int, np.integer)) or not 1 <= default_velocity <= 127:
+            raise MusicRNNError(f"default_velocity must be a whole number 1-127, got "
+                                f"{default_velocity!r}")
+        self.default_velocity = int(default_velocity)
         self.batch_size = int(batch_size)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
@@ -854,7 +952,8 @@ class Sampler:
         if self._state is None or lanes != self._lanes:
             self._lanes = lanes
             self._state = self.net.new_state(self.batch_size * lanes, blocks=self.workers)
-            self._lane_notes = np.zeros((lanes, self.batch_size, 3), dtype=np.float32)
+            self._lane_notes = np.zeros((lanes, self.batch_size, self.features),
+                                        dtype=np.float32)
             self._heads = None
             self._count = self._primed_at = 0
 
@@ -867,7 +966,8 @@ class Sampler:
         return slice(lane * self.batch_size, (lane + 1) * self.batch_size)
 
     def _advance(self, note: np.ndarray, heads: bool = True) -> None:
-        """Feed one ``(batch, 3)`` note to every lane; keep the active lane's head outputs."""
+        """Feed one ``(batch, features)`` note to every lane; keep the active lane's head
+        outputs."""
         count = self._count
         if self._lanes > 1:
             due = count - self._primed_at + self.window  # lane k starts when due == k * R > 0
@@ -875,7 +975,7 @@ class Sampler:
                 lane = (due // self.reprime_every) % self._lanes
                 self._state.reset(slice(lane * self.batch_size, (lane + 1) * self.batch_size))
             self._lane_notes[:] = note
-            note = self._lane_notes.reshape(-1, 3)
+            note = self._lane_notes.reshape(-1, self.features)
         self._count = count + 1
         if heads:
             self._heads = self.net.step(self._state, note, heads=self._active_rows(count + 1))
@@ -898,16 +998,16 @@ class Sampler:
         notes = np.asarray(notes, dtype=np.float32)
         if notes.ndim == 2:
             notes = np.broadcast_to(notes, (self.batch_size, *notes.shape))
-        if notes.ndim != 3 or notes.shape[0] != self.batch_size or notes.shape[2] != 3:
+        if notes.ndim != 3 or notes.shape[0] != self.batch_size or notes.shape[2] not in (3, 4):
             raise MusicRNNError(
                 f"notes must be (time, 3) or ({self.batch_size}, time, 3) raw (pitch, step, "
-                f"duration), got shape {tuple(np.shape(notes))}"
+                f"duration) (4 columns with velocity), got shape {tuple(np.shape(notes))}"
             )
-        return notes
+        return match_features(notes, self.features, self.default_velocity)
 
     def prime(self, notes) -> "Sampler":
         """Start from a zero state and read the primer: raw ``(time, 3)`` (the same for every
-        stream) or ``(batch, time, 3)``.
+        stream) or ``(batch, time, 3)``; 3 or 4 columns (velocity) for any model (adapted).
 
         When the sampler re-primes, only the last ``window`` primer notes are read (the context
         the model was trained on); otherwise all of them.
@@ -940,15 +1040,20 @@ class Sampler:
 
     # -- sampling -------------------------------------------------------------------------------
     def distribution(self, temperature: float = 1.0, top_k: int | None = None,
-                     top_p: float | None = None) -> dict[str, np.ndarray]:
+                     top_p: float | None = None, velocity_temperature: float | None = None
+                     ) -> dict[str, np.ndarray]:
         """The next note's distribution per stream: ``pitch`` ``(batch, 128)`` probabilities, and
         the predicted ``step`` and ``duration`` ``(batch,)`` (before clamping and noise; the
         median time for a model with categorical timing, whose class probabilities over
-        :data:`musicrnn.timing.TIME_VALUES` come as ``step_probs`` and ``duration_probs``)."""
+        :data:`musicrnn.timing.TIME_VALUES` come as ``step_probs`` and ``duration_probs``).
+
+        A velocity model adds ``velocity_probs`` ``(batch, bins)``, the probabilities of the
+        velocity classes at ``velocity_temperature`` (default: the sampler's), and ``velocity``
+        ``(batch,)``, the velocity of their median class."""
         heads = self._require_primed()
         width = self.net.timing_width
         step = heads[:, N_PITCHES: N_PITCHES + width]
-        duration = heads[:, N_PITCHES + width:]
+        duration = heads[:, N_PITCHES + width: N_PITCHES + 2 * width]
         out = {
             "pitch": pitch_distribution(heads[:, :N_PITCHES], temperature, top_k, top_p),
             "step": timing_point(step)[:, 0].copy(),
@@ -957,7 +1062,19 @@ class Sampler:
         if width > 1:
             out["step_probs"] = time_class_probabilities(step)
             out["duration_probs"] = time_class_probabilities(duration)
+        if self.net.velocity:
+            inverse = 1.0 / self._velocity_temperature(velocity_temperature)
+            probs = time_class_probabilities(heads[:, N_PITCHES + 2 * width:] * inverse)
+            median = np.minimum((np.cumsum(probs, axis=-1) < 0.5).sum(axis=-1),
+                                self.net.velocity_bins - 1)
+            out["velocity_probs"] = probs
+            out["velocity"] = class_velocity(median, self.net.velocity_bins).astype(np.float32)
         return out
+
+    def _velocity_temperature(self, velocity_temperature: float | None) -> float:
+        if velocity_temperature is None:
+            return self.velocity_temperature
+        return check_temperature(velocity_temperature, "velocity_temperature")
 
     def _require_primed(self) -> np.ndarray:
         if self._heads is None:
@@ -965,35 +1082,48 @@ class Sampler:
         return self._heads
 
     def next_note(self, temperature: float = 1.0, top_k: int | None = None,
-                  top_p: float | None = None) -> np.ndarray:
-        """Sample one note per stream and feed it back: ``(batch, 3)`` raw notes."""
-        out = np.empty((self.batch_size, 1, 3), dtype=np.float32)
+                  top_p: float | None = None, velocity_temperature: float | None = None
+                  ) -> np.ndarray:
+        """Sample one note per stream and feed it back: ``(batch, 3)`` raw notes (``(batch,
+        4)`` for a velocity model)."""
+        out = np.empty((self.batch_size, 1, self.features), dtype=np.float32)
         self._sample_into(out, check_temperature(temperature), check_top_k(top_k),
-                          check_top_p(top_p))
+                          check_top_p(top_p), self._velocity_temperature(velocity_temperature))
         return out[:, 0]
 
     def sample(self, num_notes: int, temperature: float = 1.0, top_k: int | None = None,
-               top_p: float | None = None, progress: bool = False) -> np.ndarray:
-        """Generate ``num_notes`` notes per stream: ``(batch, num_notes, 3)`` raw notes.
+               top_p: float | None = None, progress: bool = False,
+               velocity_temperature: float | None = None) -> np.ndarray:
+        """Generate ``num_notes`` notes per stream: ``(batch, num_notes, 3)`` raw notes, or
+        ``(batch, num_notes, 4)`` with each note's velocity for a velocity model.
 
         Pitch is drawn from the logits divided by ``temperature`` (then top-k, top-p); step and
         duration are the model's values -- or, with categorical timing, drawn from its time-class
-        distributions -- with ``timing_noise`` jitter, clamped at >= 0.
+        distributions -- with ``timing_noise`` jitter, clamped at >= 0. A velocity class is
+        drawn from the velocity logits divided by ``velocity_temperature`` (default: the
+        sampler's) and played at its representative velocity.
         """
         num_notes = check_num_notes(num_notes)
-        out = np.empty((self.batch_size, num_notes, 3), dtype=np.float32)
+        out = np.empty((self.batch_size, num_notes, self.features), dtype=np.float32)
         self._sample_into(out, check_temperature(temperature), check_top_k(top_k),
-                          check_top_p(top_p), progress=progress)
+                          check_top_p(top_p), self._velocity_temperature(velocity_temperature),
+                          progress=progress)
         return out
 
     def _sample_into(self, out: np.ndarray, temperature: float, top_k: int | None,
-                     top_p: float | None, progress: bool = False) -> None:
+                     top_p: float | None, velocity_temperature: float = 1.0,
+                     progress: bool = False) -> None:
         self._require_primed()
         batch = self.batch_size
         inverse_temperature = 1.0 / temperature
         rng = self.rng
         noise = self.timing_noise
         width = self.net.timing_width
+        timing_end = N_PITCHES + 2 * width  # the velocity logits follow
+        bins = self.net.velocity_bins
+        if bins:
+            velocities = velocity_values(bins).astype(np.float32)
+            inverse_velocity_temperature = 1.0 / velocity_temperature
         steps = range(out.shape[1])
         if progress:
             from tqdm.auto import tqdm
@@ -1012,14 +1142,20 @@ class Sampler:
                 note = out[:, t]
                 note[:, 0] = np.minimum(pitch, N_PITCHES - 1)
                 if width == 1:
-                    note[:, 1:] = heads[:, N_PITCHES:]
+                    note[:, 1:3] = heads[:, N_PITCHES: timing_end]
                 else:  # step and duration classes of every stream in one draw
-                    times = sample_time_classes(heads[:, N_PITCHES:].reshape(2 * batch, width),
-                                                rng.random(2 * batch, dtype=np.float32))
-                    note[:, 1:] = times.reshape(batch, 2)
+                    times = sample_time_classes(
+                        heads[:, N_PITCHES: timing_end].reshape(2 * batch, width),
+                        rng.random(2 * batch, dtype=np.float32))
+                    note[:, 1:3] = times.reshape(batch, 2)
+                if bins:
+                    classes = sample_velocity_classes(heads[:, timing_end:],
+                                                      rng.random(batch, dtype=np.float32),
+                                                      inverse_velocity_temperature)
+                    note[:, 3] = velocities[classes]
                 if noise:
-                    note[:, 1:] *= np.exp(noise * rng.standard_normal((batch, 2), np.float32))
-                np.maximum(note[:, 1:], 0.0, out=note[:, 1:])
+                    note[:, 1:3] *= np.exp(noise * rng.standard_normal((batch, 2), np.float32))
+                np.maximum(note[:, 1:3], 0.0, out=note[:, 1:3])
                 self._advance(note)
 
 
@@ -1031,15 +1167,20 @@ class Sampler:
 def generate(model, primer, num_notes: int, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, seed: int | None = None, batch_size: int = 1, *,
              config=None, reprime_every: int | None | str = "auto", timing_noise: float = 0.0,
-             progress: bool = False) -> np.ndarray:
+             progress: bool = False, velocity_temperature: float = 1.0,
+             default_velocity: int = DEFAULT_VELOCITY) -> np.ndarray:
     """Prime a :class:`Sampler` with ``primer`` and generate ``num_notes`` notes.
 
     Returns raw notes: ``(num_notes, 3)`` for one stream from a ``(time, 3)`` primer, else
-    ``(batch_size, num_notes, 3)``.
+    ``(batch_size, num_notes, 3)`` -- 4 columns (velocity last) for a velocity model, whose
+    velocities are drawn at ``velocity_temperature`` (a 3-column primer plays at
+    ``default_velocity``).
     """
     num_notes = check_num_notes(num_notes)
     sampler = Sampler(model, batch_size=batch_size, seed=seed, config=config,
-                      reprime_every=reprime_every, timing_noise=timing_noise)
+                      reprime_every=reprime_every, timing_noise=timing_noise,
+                      velocity_temperature=velocity_temperature,
+                      default_velocity=default_velocity)
     sampler.prime(primer)
     notes = sampler.sample(num_notes, temperature=temperature, top_k=top_k, top_p=top_p,
                            progress=progress)
@@ -1053,15 +1194,17 @@ def tutorial_generate(model, primer, num_notes: int, temperature: float = 1.0,
     """The tutorial's loop, kept as the reference: ``model.predict`` on the window for every note.
 
     The window is the last ``seq_length`` notes (default: the primer's length); pitch is drawn
-    from logits / temperature, step and duration clamped at 0. Slow by design (one full forward
-    pass over the window per note) -- benchmarks and tests compare the sampler with it.
+    from logits / temperature, step and duration clamped at 0; a velocity model's velocity class
+    is drawn from its logits (temperature 1). Slow by design (one full forward pass over the
+    window per note) -- benchmarks and tests compare the sampler with it.
     """
     num_notes = check_num_notes(num_notes)
     temperature = check_temperature(temperature)
-    window = validate_notes(primer, what="primer").copy()
+    features = _input_features(model)
+    window = match_features(validate_notes(primer, what="primer"), features).copy()
     seq_length = seq_length or len(window)
     rng = np.random.default_rng(seed)
-    generated = np.zeros((num_notes, 3), dtype=np.float32)
+    generated = np.zeros((num_notes, features), dtype=np.float32)
     for i in range(num_notes):
         inputs = window[-seq_length:][None]
         predictions = model.predict(inputs, verbose=0)
@@ -1070,7 +1213,12 @@ def tutorial_generate(model, primer, num_notes: int, temperature: float = 1.0,
         pitch = rng.choice(N_PITCHES, p=probs / probs.sum())
         step, duration = (_tutorial_time(np.asarray(predictions[name]), rng)
                           for name in ("step", "duration"))
-        generated[i] = (pitch, max(step, 0.0), max(duration, 0.0))
+        generated[i, :3] = (pitch, max(step, 0.0), max(duration, 0.0))
+        if features == 4:
+            velocity_logits = np.asarray(predictions["velocity"], dtype=np.float32)
+            velocity_logits = velocity_logits.reshape(-1, velocity_logits.shape[-1])[-1:]
+            classes = sample_velocity_classes(velocity_logits, rng.random(1, dtype=np.float32))
+            generated[i, 3] = class_velocity(classes, velocity_logits.shape[-1])[0]
         window = np.concatenate([window, generated[i: i + 1]])[-seq_length:]
     return generated
 
@@ -1084,24 +1232,31 @@ def _tutorial_time(values: np.ndarray, rng: np.random.Generator) -> float:
     return float(sample_time_classes(last.astype(np.float32), rng.random(1, dtype=np.float32))[0])
 
 
-def notes_table(generated, velocity: int | Sequence[int] | np.ndarray = 100,
+def notes_table(generated, velocity: int | Sequence[int] | np.ndarray | None = None,
                 start: float = 0.0):
-    """Raw generated notes ``(n, 3)`` as a note table (a DataFrame with ``NOTE_COLUMNS``).
+    """Raw generated notes ``(n, 3)`` or ``(n, 4)`` as a note table (a DataFrame with
+    ``NOTE_COLUMNS``).
 
-    ``start`` is the onset of the note *before* the first one (e.g. the primer's last note), so
-    that the first note begins ``step`` seconds after it.
+    ``velocity``: one MIDI velocity (or one per note) for every note; by default each note's own
+    velocity when the notes have a 4th column (a velocity model's), else
+    :data:`NOTES_TABLE_VELOCITY` (100, the original's). ``start`` is the onset of the note
+    *before* the first one (e.g. the primer's last note), so that the first note begins ``step``
+    seconds after it.
     """
     import pandas as pd
 
     from .notes import NOTE_COLUMNS
 
     notes = np.asarray(generated, dtype=np.float64)
-    if notes.ndim != 2 or notes.shape[1] != 3:
-        raise MusicRNNError(f"generated notes must be (n, 3), got shape {notes.shape}")
+    if notes.ndim != 2 or notes.shape[1] not in (3, 4):
+        raise MusicRNNError(f"generated notes must be (n, 3) or (n, 4) with velocity, got shape "
+                            f"{notes.shape}")
     pitch = np.clip(np.rint(notes[:, 0]), 0, N_PITCHES - 1).astype(np.int16)
     step = np.maximum(notes[:, 1], 0.0)
     duration = np.maximum(notes[:, 2], 0.0)
     onset = float(start) + np.cumsum(step)
+    if velocity is None:
+        velocity = np.rint(notes[:, 3]) if notes.shape[1] == 4 else NOTES_TABLE_VELOCITY
     velocities = np.broadcast_to(np.asarray(velocity), (len(notes),)).astype(np.int16)
     if len(velocities) and (velocities.min() < 1 or velocities.max() > 127):
         raise MusicRNNError("velocity must be 1-127")
@@ -1122,32 +1277,53 @@ class Generator:
     """A model ready to generate: the model, its config (when known) and a primer.
 
     Build one with :func:`load_generator` (from a run directory, or a model file and a seed
-    sequence); the CLI, the notebook and the widgets panel all start from one.
+    sequence); the CLI, the notebook and the widgets panel all start from one. The primer is kept
+    with the columns the model reads (:attr:`features`): a velocity model's primer has 4 (a
+    3-column one gets ``default_velocity``), every other model's 3.
     """
 
     model: Any  # raw-input Keras note model
     config: Any  # musicrnn.model.ModelConfig or None
-    primer: np.ndarray  # (n, 3) float32 raw notes
+    primer: np.ndarray  # (n, 3) float32 raw notes; (n, 4) with velocity for a velocity model
     primer_source: str  # where the primer came from, for people
     run_dir: Path | None = None
     info: dict | None = None  # the run's config.json when there is one
     _net: NoteRNN | None = field(default=None, repr=False, compare=False)
+    default_velocity: int = DEFAULT_VELOCITY  # velocity of a 3-column primer's notes
+
+    def __post_init__(self) -> None:
+        self.primer = match_features(validate_notes(self.primer, what="primer"), self.features,
+                                     self.default_velocity)
+
+    @property
+    def features(self) -> int:
+        """Columns per note the model reads and generates: 4 with velocity, else 3."""
+        return _input_features(self.model)
+
+    @property
+    def velocity(self) -> bool:
+        """Whether the model reads and predicts each note's velocity."""
+        return self.features == 4
 
     def sampler(self, *, batch_size: int = 1, seed: int | None = None,
-                reprime_every: int | None | str = "auto", timing_noise: float = 0.0) -> Sampler:
+                reprime_every: int | None | str = "auto", timing_noise: float = 0.0,
+                velocity_temperature: float = 1.0) -> Sampler:
         """A :class:`Sampler` for this model (re-priming decided from its config); the weights
         are read out of the model (and checked) once per generator."""
         if self._net is None:
             self._net = NoteRNN.from_keras(self.model)
             self._net.check_against(self.model)
         return Sampler(self.model, batch_size=batch_size, seed=seed, config=self.config,
-                       reprime_every=reprime_every, timing_noise=timing_noise, net=self._net)
+                       reprime_every=reprime_every, timing_noise=timing_noise, net=self._net,
+                       velocity_temperature=velocity_temperature,
+                       default_velocity=self.default_velocity)
 
     def generate(self, num_notes: int, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, seed: int | None = None, batch_size: int = 1,
                  **options: Any) -> np.ndarray:
         """Generate from the primer: ``(num_notes, 3)`` raw notes, ``(batch, num_notes, 3)`` for
-        ``batch_size > 1``."""
+        ``batch_size > 1`` (4 columns, velocity last, for a velocity model; ``options`` such
+        as ``velocity_temperature`` go to :meth:`sampler`)."""
         num_notes = check_num_notes(num_notes)
         sampler = self.sampler(batch_size=batch_size, seed=seed, **options)
         sampler.prime(self.primer)
@@ -1156,8 +1332,8 @@ class Generator:
 
     def with_primer(self, primer: np.ndarray, source: str) -> "Generator":
         """The same model with another primer."""
-        return Generator(self.model, self.config, validate_notes(primer, what="primer"), source,
-                         self.run_dir, self.info, self._net)
+        return Generator(self.model, self.config, primer, source, self.run_dir, self.info,
+                         self._net, self.default_velocity)
 
     @property
     def seq_length(self) -> int:
@@ -1174,7 +1350,8 @@ def load_generator(run_dir: str | os.PathLike | None = None, *,
     research code's, or an original ``.weights.h5`` checkpoint) with ``seed_sequence``.
 
     ``primer`` (a ``.mid``/``.midi`` or ``.npy`` file) replaces the seed sequence; its last
-    ``primer_length`` notes are used (default: the model's ``seq_length``).
+    ``primer_length`` notes are used (default: the model's ``seq_length``). A MIDI primer gives
+    a velocity model its own velocities.
     """
     if (run_dir is None) == (model_path is None):
         raise MusicRNNError("give either a run directory or a model file (not both)")
@@ -1185,7 +1362,7 @@ def load_generator(run_dir: str | os.PathLike | None = None, *,
     if seed_sequence is not None:
         notes, source = read_notes_npy(seed_sequence), Path(seed_sequence).name
     if primer is not None:
-        notes, source = load_primer(primer), Path(primer).name
+        notes, source = load_primer(primer, velocity=True), Path(primer).name
     if run_dir is not None:
         folder = Path(run_dir).expanduser()
         if not (folder / "music_rnn_model.keras").is_file():
@@ -1224,12 +1401,15 @@ def load_generator(run_dir: str | os.PathLike | None = None, *,
         length = primer_length or (int(config.seq_length) if config is not None else None)
         if length:
             notes = notes[-length:]
-    return Generator(model, config, validate_notes(notes, what="primer"), source, folder, info)
+    return Generator(model, config, notes, source, folder, info)
 
 
-def load_primer(source: str | os.PathLike, *, length: int | None = None) -> np.ndarray:
+def load_primer(source: str | os.PathLike, *, length: int | None = None,
+                velocity: bool = False) -> np.ndarray:
     """Primer notes from a file: a MIDI file (``.mid``/``.midi``, every non-drum note) or a
-    ``.npy`` array of raw notes. Returns its last ``length`` notes (all when None), float32."""
+    ``.npy`` array of raw notes. Returns its last ``length`` notes (all when None), float32:
+    ``(n, 3)``, or ``(n, 4)`` with the MIDI file's velocities when ``velocity`` (a ``.npy``
+    file's notes come with the columns it has, 3 or 4)."""
     from .notes import FEATURES, midi_to_notes
 
     path = Path(source)
@@ -1245,7 +1425,8 @@ def load_primer(source: str | os.PathLike, *, length: int | None = None) -> np.n
             raise MusicRNNError(
                 f"the primer MIDI {path} has no notes; give a file with at least one note"
             )
-        notes = table[list(FEATURES)].to_numpy(dtype=np.float32)
+        columns = [*FEATURES, "velocity"] if velocity else list(FEATURES)
+        notes = table[columns].to_numpy(dtype=np.float32)
     elif suffix == ".npy":
         notes = read_notes_npy(path)
     else:
@@ -1259,13 +1440,14 @@ def load_primer(source: str | os.PathLike, *, length: int | None = None) -> np.n
 
 
 def held_out_primer(corpus, length: int = 50, *, split: str | None = None,
-                    piece: int | str | None = None, seed: int | None = None
-                    ) -> tuple[np.ndarray, str]:
+                    piece: int | str | None = None, seed: int | None = None,
+                    velocity: bool = False) -> tuple[np.ndarray, str]:
     """The first ``length`` notes of a held-out piece of ``corpus`` (a NoteCorpus).
 
     ``split`` defaults to ``"test"`` (``"validation"`` when the test split is empty); ``piece`` is
     an index into that split or a piece name; by default a piece is drawn with ``seed``.
-    Returns ``(notes, "split/piece-name")``.
+    Returns ``(notes, "split/piece-name")``: ``(length, 3)`` notes, ``(length, 4)`` with each
+    note's velocity when ``velocity``.
     """
     splits = [split] if split else ["test", "validation"]
     for name in splits:
@@ -1287,7 +1469,7 @@ def held_out_primer(corpus, length: int = 50, *, split: str | None = None,
         index = indices[int(piece)]
     else:
         index = indices[np.random.default_rng(seed).integers(len(indices))]
-    notes = corpus.features(int(index))[: int(length)]
+    notes = piece_features(corpus, int(index), velocity)[: int(length)]
     if not len(notes):
         raise MusicRNNError(f"the piece {corpus.names[index]} has no notes")
     return validate_notes(notes, what="held-out primer"), f"{name}/{corpus.names[index]}"
@@ -1376,6 +1558,8 @@ def choose_primer(generator: Generator, primer: str | os.PathLike = "", *, corpu
     if spec == "held-out":
         if corpus is None:
             raise MusicRNNError('primer="held-out" needs the dataset\'s note corpus')
-        notes, source = held_out_primer(corpus, generator.seq_length, seed=seed)
+        notes, source = held_out_primer(corpus, generator.seq_length, seed=seed,
+                                        velocity=generator.velocity)
         return generator.with_primer(notes, source)
-    return generator.with_primer(load_primer(spec, length=generator.seq_length), Path(spec).name)
+    return generator.with_primer(load_primer(spec, length=generator.seq_length, velocity=True),
+                                 Path(spec).name)

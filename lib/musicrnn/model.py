@@ -1,10 +1,13 @@
 """The network: a commented config, the named presets of the project's history, and the model.
 
 Every model reads raw note features -- a ``(batch, time, 3)`` float tensor of (pitch 0-127, step
-seconds, duration seconds) -- and does its own input scaling inside, so callers (training,
-the sampler, live play) always feed notes exactly as they come out of a note table and can never
-feed them back scaled the wrong way. It predicts three heads: ``pitch`` (128 logits), ``step`` and
-``duration``, for the last position (``targets="last"``, the original) or for every position
+seconds, duration seconds), or ``(batch, time, 4)`` with each note's MIDI velocity 1-127 for a
+model of dynamics (``velocity="categorical"``) -- and does its own input scaling inside, so
+callers (training, the sampler, live play) always feed notes exactly as they come out of a note
+table and can never feed them back scaled the wrong way. It predicts three heads: ``pitch`` (128
+logits), ``step`` and ``duration`` -- and a fourth, ``velocity`` (logits over
+``velocity_bins`` classes of :func:`musicrnn.timing.velocity_classes`), for a model of dynamics
+-- for the last position (``targets="last"``, the original) or for every position
 (``targets="all"``). Step and duration are either one value each, regressed with the tutorial's
 mean squared error (``timing="regression"``, the original), or 128 logits each over a grid of
 time classes (``timing="categorical"``): class 0 is "0 s" (a note struck with the one before,
@@ -45,11 +48,22 @@ from keras import ops
 from .errors import MusicRNNError
 from .notes import read_notes_npy, validate_notes
 from .paths import atomic_path, atomic_write_text
-from .timing import TIME_BINS, TIME_EDGES, TIMINGS, timing_width
+from .sequences import match_features
+from .timing import (
+    TIME_BINS, TIME_EDGES, TIMINGS, VELOCITIES, VELOCITY_BINS, VELOCITY_MAX, timing_width,
+)
 
 N_PITCHES = 128
-HEADS = ("pitch", "step", "duration")
+HEADS = ("pitch", "step", "duration")  # the heads of every model
+VELOCITY_HEAD = "velocity"  # the fourth head of a model with velocity="categorical"
 N_FEATURES = 3  # (pitch, step, duration) per note
+N_FEATURES_VELOCITY = 4  # (pitch, step, duration, velocity) per note of a velocity model
+# A velocity model reads velocity / 127 (0-1, as the scalar pitch input reads pitch / 128): one
+# number, because velocity is ordinal -- 64 lies between 60 and 70 -- and smooth, so the network
+# has the neighbourhood for free where an embedding per class would have to learn it; it also
+# reads any velocity of a primer, not only class values, and the sampler folds it into the first
+# LSTM's weights like step and duration (no table lookup per note).
+VELOCITY_SCALE = 1.0 / VELOCITY_MAX
 
 # Files of a run directory (the contract between training, generation and evaluation).
 MODEL_FILE = "music_rnn_model.keras"
@@ -82,10 +96,15 @@ class ModelConfig:
     targets: str = "all"  # "last": predict the note after the window; "all": after every position
     timing: str = "regression"  # step/duration heads: "regression" (one value, MSE: original)
     #                             or "categorical" (128 time classes, cross-entropy: TIME_VALUES)
+    velocity: str = "none"  # dynamics: "none" (3 input columns, every note played at one
+    #                         velocity: original) or "categorical" (velocity read as a 4th input
+    #                         column, predicted by a head over velocity_bins classes)
+    velocity_bins: int = VELOCITY_BINS  # classes of the velocity head (timing.velocity_classes)
     # -- loss -----------------------------------------------------------------------------------
     pitch_loss_weight: float = 0.5  # weight of the pitch cross-entropy in the total loss
     step_loss_weight: float = 1.0  # weight of the step MSE (with positive pressure)
     duration_loss_weight: float = 1.0  # weight of the duration MSE (with positive pressure)
+    velocity_loss_weight: float = 1.0  # weight of the velocity cross-entropy (velocity models)
     # -- optimisation ---------------------------------------------------------------------------
     learning_rate: float = 0.001  # Adam learning rate
     batch_size: int = 64  # windows per batch
@@ -133,11 +152,17 @@ class ModelConfig:
             problems.append(f"targets must be 'last' or 'all', got {self.targets!r}")
         if self.timing not in TIMINGS:
             problems.append(f"timing must be 'regression' or 'categorical', got {self.timing!r}")
-        weights = [self.pitch_loss_weight, self.step_loss_weight, self.duration_loss_weight]
-        for name, value in zip(("pitch_loss_weight", "step_loss_weight", "duration_loss_weight"),
-                               weights):
+        if self.velocity not in VELOCITIES:
+            problems.append(f"velocity must be 'none' or 'categorical', got {self.velocity!r}")
+        if not 2 <= self.velocity_bins <= VELOCITY_MAX:
+            problems.append(f"velocity_bins must be 2-{VELOCITY_MAX}, got {self.velocity_bins}")
+        names = ["pitch_loss_weight", "step_loss_weight", "duration_loss_weight",
+                 "velocity_loss_weight"]
+        for name in names:
+            value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 problems.append(f"{name} must be a finite number >= 0, got {value}")
+        weights = [getattr(self, name) for name in names[: 4 if self.velocity != "none" else 3]]
         if all(math.isfinite(w) for w in weights) and sum(weights) <= 0:
             problems.append("at least one loss weight must be > 0")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
@@ -196,9 +221,9 @@ class ModelConfig:
 
     def same_architecture(self, other: "ModelConfig") -> bool:
         """Whether a model of ``self`` and one of ``other`` have the same layers and weights."""
-        keys = ("lstm_units", "pitch_input", "timing") + (
+        keys = ("lstm_units", "pitch_input", "timing", "velocity") + (
             ("pitch_embedding_dim",) if self.pitch_input == "embedding" else ()
-        )
+        ) + (("velocity_bins",) if self.velocity != "none" else ())
         return all(getattr(self, k) == getattr(other, k) for k in keys)
 
 
@@ -208,6 +233,9 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "dropout": ((int, float), "a number"),
     "pitch_input": ((str,), "a string"),
     "timing": ((str,), "a string"),
+    "velocity": ((str,), "a string"),
+    "velocity_bins": ((int,), "an integer"),
+    "velocity_loss_weight": ((int, float), "a number"),
     "pitch_embedding_dim": ((int,), "an integer"),
     "seq_length": ((int,), "an integer"),
     "targets": ((str,), "a string"),
@@ -302,9 +330,30 @@ PRESETS: dict[str, ModelConfig] = {
         pitch_loss_weight=1.0, step_loss_weight=0.1, duration_loss_weight=0.1,
         learning_rate=0.001, batch_size=64, clipnorm=1.0,
     ),
+    # Proposed: v4 with dynamics. Every note of the original's output played at velocity 100; a
+    # performance lives on its dynamics. The notes carry their MIDI velocity as a 4th input
+    # column (read as velocity / 127) and a head predicts it over 32 classes of 4 velocities
+    # (Performance RNN's bins; the round trip moves a MAESTRO velocity by 1.0 on average, at most
+    # 2), sampled with its own temperature. Velocity competes with pitch for the LSTM, as timing
+    # does (measured on the MAESTRO sample, one LSTM(128), the same 600 / 1200 steps, validation
+    # nats/note: velocity weight 1 / 0.3 / 0.1 gave pitch 3.323 / 3.255 / 3.255 and velocity
+    # 2.612 / 2.629 / 2.743 after 600 steps; 0.3 / 0.1 gave pitch 3.112 / 3.110 and velocity
+    # 2.597 / 2.628 after 1200): 0.3 costs pitch nothing measurable and learns dynamics faster.
+    "v5": ModelConfig(
+        name="v5", lstm_units=(256, 128), dropout=0.3, pitch_input="embedding",
+        pitch_embedding_dim=32, seq_length=50, targets="all", timing="categorical",
+        velocity="categorical", velocity_bins=32,
+        pitch_loss_weight=1.0, step_loss_weight=0.1, duration_loss_weight=0.1,
+        velocity_loss_weight=0.3, learning_rate=0.001, batch_size=64, clipnorm=1.0,
+    ),
 }
 
 DEFAULT_PRESET = "v2"  # the issue's default: the original's last design
+
+# Config fields added after runs were written, with what a config.json without them means (a
+# resumed or finished older run is then recognised as the same run).
+ADDED_FIELDS: dict[str, Any] = {"velocity": "none", "velocity_bins": VELOCITY_BINS,
+                                "velocity_loss_weight": 1.0}
 
 # What the original notes ("Optimization Changes Summary") give as parameter counts.
 ORIGINAL_NOTES_PARAMS: dict[str, int] = {"baseline": 199_000, "v1": 199_000, "v2": 528_000}
@@ -314,7 +363,7 @@ def get_preset(name: str, **overrides: Any) -> ModelConfig:
     """The named preset (a fresh copy), with ``overrides`` applied.
 
     Args:
-        name: one of :data:`PRESETS` (``baseline``, ``v1``, ``v2``, ``v3``, ``v4``).
+        name: one of :data:`PRESETS` (``baseline``, ``v1``, ``v2``, ``v3``, ``v4``, ``v5``).
         **overrides: fields to change, e.g. ``seq_length=100``; unknown keys are refused.
 
     Raises:
@@ -352,10 +401,12 @@ def read_model_config(run_dir: str | Path) -> ModelConfig:
 
 @keras.saving.register_keras_serializable(package="musicrnn")
 class NoteScaling(keras.layers.Layer):
-    """Raw (pitch, step, duration) -> (pitch / 128, step, duration): the original's input scale."""
+    """Raw (pitch, step, duration) -> (pitch / 128, step, duration): the original's input scale;
+    a 4th column, velocity, becomes velocity / 127."""
 
     def call(self, notes):
-        scale = ops.convert_to_tensor([1.0 / N_PITCHES, 1.0, 1.0], dtype=notes.dtype)
+        factors = [1.0 / N_PITCHES, 1.0, 1.0, VELOCITY_SCALE][: notes.shape[-1]]
+        scale = ops.convert_to_tensor(factors, dtype=notes.dtype)
         return notes * scale
 
     def compute_output_shape(self, input_shape):
@@ -364,7 +415,8 @@ class NoteScaling(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="musicrnn")
 class PitchEmbedding(keras.layers.Layer):
-    """Raw (pitch, step, duration) -> [embedding(pitch), step, duration].
+    """Raw (pitch, step, duration) -> [embedding(pitch), step, duration]; a 4th column, velocity,
+    comes out as velocity / 127 after them.
 
     The scalar input makes the network decode pitch identity from one number; a learned vector
     per pitch gives each pitch its own direction from the start. Pitches are rounded and clipped
@@ -383,10 +435,13 @@ class PitchEmbedding(keras.layers.Layer):
     def call(self, notes):
         pitch = ops.cast(ops.clip(ops.round(notes[..., 0]), 0, N_PITCHES - 1), "int32")
         vectors = ops.cast(self.embedding(pitch), notes.dtype)
-        return ops.concatenate([vectors, notes[..., 1:]], axis=-1)
+        rest = notes[..., 1:]
+        if notes.shape[-1] == N_FEATURES_VELOCITY:
+            rest = rest * ops.convert_to_tensor([1.0, 1.0, VELOCITY_SCALE], dtype=notes.dtype)
+        return ops.concatenate([vectors, rest], axis=-1)
 
     def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.output_dim + 2)
+        return (*input_shape[:-1], self.output_dim + input_shape[-1] - 1)
 
     def get_config(self):
         return {**super().get_config(), "output_dim": self.output_dim}
@@ -438,15 +493,17 @@ def build_model(config: ModelConfig, sequence_outputs: bool | None = None) -> ke
         A model reading raw notes ``(batch, time, 3)`` of any length, with outputs
         ``{"pitch": (..., 128) logits, "step": (..., 1), "duration": (..., 1)}`` -- or
         ``(..., 128)`` logits over :data:`musicrnn.timing.TIME_VALUES` for step and duration when
-        ``config.timing == "categorical"``. Layer names are
+        ``config.timing == "categorical"``. With ``config.velocity == "categorical"`` it reads
+        ``(batch, time, 4)`` (the 4th column: MIDI velocity) and adds ``"velocity": (...,
+        velocity_bins)`` logits over :func:`musicrnn.timing.velocity_classes`. Layer names are
         stable (``input_scaling``, ``lstm_1`` ..., ``dropout_1`` ..., ``pitch``, ``step``,
-        ``duration``) -- the sampler and the loaders rely on them. The heads compute in float32
-        even under a mixed-precision policy.
+        ``duration``, ``velocity``) -- the sampler and the loaders rely on them. The heads compute
+        in float32 even under a mixed-precision policy.
     """
     config.validate()
     if sequence_outputs is None:
         sequence_outputs = config.targets == "all"
-    notes = keras.Input(shape=(None, N_FEATURES), name="notes")
+    notes = keras.Input(shape=(None, note_features(config)), name="notes")
     if config.pitch_input == "embedding":
         x = PitchEmbedding(config.pitch_embedding_dim, name="input_scaling")(notes)
     else:
@@ -465,14 +522,43 @@ def build_model(config: ModelConfig, sequence_outputs: bool | None = None) -> ke
         "step": keras.layers.Dense(timing_units, name="step", dtype="float32")(x),
         "duration": keras.layers.Dense(timing_units, name="duration", dtype="float32")(x),
     }
+    if config.velocity != "none":
+        outputs[VELOCITY_HEAD] = keras.layers.Dense(config.velocity_bins, name=VELOCITY_HEAD,
+                                                    dtype="float32")(x)
     model = keras.Model(notes, outputs, name=f"music_rnn_{config.name}")
     _CONFIGS[model] = config
     return model
 
 
+def note_features(config_or_model: "ModelConfig | keras.Model") -> int:
+    """Columns per note a model reads: 3 (pitch, step, duration), or 4 with velocity.
+
+    Takes a :class:`ModelConfig` or a model (read off its input; 3 when it has no readable one).
+    """
+    if isinstance(config_or_model, ModelConfig):
+        return N_FEATURES_VELOCITY if config_or_model.velocity != "none" else N_FEATURES
+    try:
+        width = config_or_model.inputs[0].shape[-1]
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return N_FEATURES
+    return int(width) if width in (N_FEATURES, N_FEATURES_VELOCITY) else N_FEATURES
+
+
+def heads_of(config: ModelConfig) -> tuple[str, ...]:
+    """The output heads of a model of ``config``: :data:`HEADS`, plus ``velocity`` when it
+    models velocity."""
+    return HEADS + ((VELOCITY_HEAD,) if config.velocity != "none" else ())
+
+
+
 
 def losses_for(config: ModelConfig) -> tuple[dict, dict]:
-    """The loss and loss-weight dicts used to compile a model of ``config``."""
+    """The loss and loss-weight dicts used to compile a model of ``config``.
+
+    The velocity head (a velocity model's) is scored with the cross-entropy of the target's
+    velocity class (:func:`musicrnn.timing.velocity_classes`: the targets are classes, as pitch's
+    are pitches).
+    """
     timing_loss = (mse_with_positive_pressure if config.timing == "regression"
                    else time_class_crossentropy)
     loss = {
@@ -485,6 +571,9 @@ def losses_for(config: ModelConfig) -> tuple[dict, dict]:
         "step": config.step_loss_weight,
         "duration": config.duration_loss_weight,
     }
+    if config.velocity != "none":  # targets: velocity classes (sequences.WindowDataset)
+        loss[VELOCITY_HEAD] = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        weights[VELOCITY_HEAD] = config.velocity_loss_weight
     return loss, weights
 
 
@@ -517,22 +606,23 @@ def param_breakdown(config: ModelConfig, input_dim: int | None = None) -> list[d
     Args:
         config: the architecture.
         input_dim: features per note reaching the first LSTM (default: 3 for the scalar pitch
-            input, ``pitch_embedding_dim + 2`` for the embedding). Passing another width shows
-            what a different input would cost -- the notebook uses it to check the original
-            notes' figures.
+            input, ``pitch_embedding_dim + 2`` for the embedding; one more with velocity).
+            Passing another width shows what a different input would cost -- the notebook
+            uses it to check the original notes' figures.
 
     Returns:
         One dict per layer with ``layer``, ``formula`` and ``params``.
     """
     rows = []
     if input_dim is None:
+        features = note_features(config)
         if config.pitch_input == "embedding":
             rows.append({"layer": "input_scaling (pitch embedding)",
                          "formula": f"{N_PITCHES} x {config.pitch_embedding_dim}",
                          "params": N_PITCHES * config.pitch_embedding_dim})
-            input_dim = config.pitch_embedding_dim + 2
+            input_dim = config.pitch_embedding_dim + features - 1
         else:
-            input_dim = N_FEATURES
+            input_dim = features
     width = input_dim
     for i, units in enumerate(config.lstm_units, start=1):
         rows.append({"layer": f"lstm_{i}",
@@ -540,7 +630,10 @@ def param_breakdown(config: ModelConfig, input_dim: int | None = None) -> list[d
                      "params": lstm_param_count(units, width)})
         width = units
     timing_units = timing_width(config.timing)
-    for head, units in (("pitch", N_PITCHES), ("step", timing_units), ("duration", timing_units)):
+    heads = [("pitch", N_PITCHES), ("step", timing_units), ("duration", timing_units)]
+    if config.velocity != "none":
+        heads.append((VELOCITY_HEAD, config.velocity_bins))
+    for head, units in heads:
         rows.append({"layer": head, "formula": f"{units} x {width} + {units}",
                      "params": dense_param_count(units, width)})
     return rows
@@ -568,11 +661,11 @@ def _lstm_layers(model: keras.Model) -> list[keras.layers.Layer]:
 def infer_config(model: keras.Model, base: ModelConfig | None = None) -> ModelConfig:
     """The :class:`ModelConfig` a model of this package was built from, read off its layers.
 
-    The architecture (LSTM sizes, dropout, pitch input, per-position outputs, a fixed window
-    length) comes from the model; everything else (loss weights, optimiser) from ``base``, by
-    default the config the model was built from in this process (:func:`build_model`,
-    :func:`load_original_checkpoint`, ...), else the preset named in the model's name
-    (``music_rnn_<preset>``), else the defaults.
+    The architecture (LSTM sizes, dropout, pitch input, timing and velocity heads, per-position
+    outputs, a fixed window length) comes from the model; everything else (loss weights,
+    optimiser) from ``base``, by default the config the model was built from in this process
+    (:func:`build_model`, :func:`load_original_checkpoint`, ...), else the preset named in the
+    model's name (``music_rnn_<preset>``), else the defaults.
 
     Raises:
         MusicRNNError: when the model does not have this package's layer layout.
@@ -606,6 +699,11 @@ def infer_config(model: keras.Model, base: ModelConfig | None = None) -> ModelCo
             f"model {model.name!r} has a step head of {step_units} units; this package's models "
             f"have 1 (regression) or {TIME_BINS} (categorical timing)")
     changes["timing"] = "regression" if step_units == 1 else "categorical"
+    if VELOCITY_HEAD in names:
+        changes.update(velocity="categorical",
+                       velocity_bins=int(model.get_layer(VELOCITY_HEAD).units))
+    else:
+        changes["velocity"] = "none"
     if isinstance(scaling, PitchEmbedding):
         changes.update(pitch_input="embedding", pitch_embedding_dim=scaling.output_dim)
     else:
@@ -1027,10 +1125,11 @@ def load_original_checkpoint(
 
 
 def load_seed_sequence(path: str | Path) -> np.ndarray:
-    """Read a ``seed_sequence.npy`` ((n, 3) raw pitch, step, duration) without unpickling.
+    """Read a ``seed_sequence.npy`` ((n, 3) raw pitch, step, duration; (n, 4) with velocity, as a
+    velocity model's run writes it) without unpickling.
 
     Returns:
-        A float32 ``(n, 3)`` array.
+        A float32 ``(n, 3)`` or ``(n, 4)`` array.
 
     Raises:
         MusicRNNError: a missing, unreadable or malformed file.
@@ -1050,7 +1149,8 @@ class Run:
     run_dir: Path  # the folder
     model: keras.Model  # raw-input model (see build_model)
     config: ModelConfig  # how it was built and trained
-    seed_sequence: np.ndarray  # (n, 3) float32 raw notes: the default primer for generation
+    seed_sequence: np.ndarray  # (n, 3) float32 raw notes, (n, 4) with velocity for a velocity
+    #                            model: the default primer for generation
     info: dict[str, Any]  # everything in config.json ("model", "dataset", "max_files", ...)
 
     @property
@@ -1082,21 +1182,25 @@ def write_run_files(
     """Write a run directory's model, ``config.json`` and ``seed_sequence.npy``, each atomically.
 
     ``config.json`` is ``{"model": config.to_dict(), **info}`` (``info``: dataset, max_files,
-    anything JSON-able). The model goes last, so a folder holding a model holds the rest.
+    anything JSON-able). The model goes last, so a folder holding a model holds the rest. The
+    seed sequence is stored with the columns the model reads
+    (:func:`musicrnn.sequences.match_features`): 4 with velocity for a velocity model, 3
+    otherwise.
 
     Returns:
         ``{"model": path, "config": path, "seed_sequence": path}``.
 
     Raises:
-        MusicRNNError: a seed sequence that is not ``(n, 3)`` raw notes, ``info`` with a
-            ``"model"`` key, or a model whose layers differ from ``config``.
+        MusicRNNError: a seed sequence that is not ``(n, 3)`` or ``(n, 4)`` raw notes, ``info``
+            with a ``"model"`` key, or a model whose layers differ from ``config``.
     """
     run_dir = Path(run_dir)
     config.validate()
     info = dict(info or {})
     if "model" in info:
         raise MusicRNNError("info must not have a 'model' key: config.json keeps the config there")
-    seed = validate_notes(seed_sequence, what="seed sequence")
+    seed = match_features(validate_notes(seed_sequence, what="seed sequence"),
+                          note_features(config))
     try:
         built = infer_config(model, base=config)
     except MusicRNNError:
@@ -1104,8 +1208,8 @@ def write_run_files(
     if built is not None and not built.same_architecture(config):
         raise MusicRNNError(
             f"the model's layers (lstm_units={list(built.lstm_units)}, pitch_input="
-            f"{built.pitch_input}) differ from the config ({list(config.lstm_units)}, "
-            f"{config.pitch_input})"
+            f"{built.pitch_input}, velocity={built.velocity}) differ from the config "
+            f"({list(config.lstm_units)}, {config.pitch_input}, {config.velocity})"
         )
     info.setdefault("keras_version", keras.__version__)
     info.setdefault("backend", keras.backend.backend())
@@ -1169,8 +1273,9 @@ def load_run(run_dir: str | Path, compile: bool = True) -> Run:
     if not built.same_architecture(config):
         raise MusicRNNError(
             f"{run_dir}: {MODEL_FILE} has lstm_units={list(built.lstm_units)}, pitch_input="
-            f"{built.pitch_input}, but {CONFIG_FILE} says lstm_units={list(config.lstm_units)}, "
-            f"pitch_input={config.pitch_input}; the folder mixes two runs"
+            f"{built.pitch_input}, velocity={built.velocity}, but {CONFIG_FILE} says lstm_units="
+            f"{list(config.lstm_units)}, pitch_input={config.pitch_input}, velocity="
+            f"{config.velocity}; the folder mixes two runs"
         )
     return Run(run_dir=run_dir, model=model, config=config, seed_sequence=seed, info=info)
 

@@ -24,6 +24,12 @@ Two target modes:
           targets ``(B, L)`` per head; up to ``L`` times more learning signal per window.
 
 Both need ``L + 1`` notes of one piece per window, so the same window starts serve both.
+
+For a model of dynamics (``ModelConfig.velocity == "categorical"``) every note carries its MIDI
+velocity as a 4th column (inputs ``(B, L, 4)``) and the targets gain ``velocity``: the class of
+the next note's velocity (:func:`musicrnn.timing.velocity_classes`). Augmentation leaves velocity
+alone. A corpus with one velocity throughout (the chorales) trains all the same: the head learns
+that one class.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ import numpy as np
 
 from .errors import MusicRNNError
 from .notes import FEATURES, SPLITS, NoteCorpus
+from .timing import (
+    DEFAULT_VELOCITY, VELOCITY_MAX, check_velocity_bins, velocity_classes,
+)
 
 TARGET_MODES: tuple[str, ...] = ("last", "all")
 N_PITCHES = 128
@@ -57,8 +66,9 @@ class WindowPlan:
 class WindowDataset:
     """The windows of one split of a :class:`~musicrnn.notes.NoteCorpus`, batched by index.
 
-    Holds only the split's notes as one ``(n_notes, 3)`` float32 array (pitch, step, duration)
-    and the piece boundaries; every window and batch is computed from integers on demand.
+    Holds only the split's notes as one ``(n_notes, 3)`` float32 array (pitch, step, duration;
+    ``(n_notes, 4)`` with velocity) and the piece boundaries; every window and batch is computed
+    from integers on demand.
 
     Args:
         corpus: the note corpus.
@@ -80,6 +90,9 @@ class WindowDataset:
             applied to step and duration.
         seed: the one seed of the window order, phases and augmentation.
         max_windows: keep at most this many windows, evenly spaced (evaluation on a budget).
+        velocity_bins: for a velocity model, the classes of its velocity head: the notes carry
+            their velocity as a 4th column and the targets gain ``velocity`` (the class of the
+            next note's velocity). None (the default): 3 columns, no velocity target.
     """
 
     def __init__(
@@ -96,6 +109,7 @@ class WindowDataset:
         time_stretch: float = 0.0,
         seed: int = 0,
         max_windows: int | None = None,
+        velocity_bins: int | None = None,
     ) -> None:
         if split not in SPLITS:
             raise MusicRNNError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
@@ -122,6 +136,7 @@ class WindowDataset:
         self.time_stretch = float(time_stretch)
         self.seed = int(seed)
         self.max_windows = None if max_windows is None else int(max_windows)
+        self.velocity_bins = None if velocity_bins is None else check_velocity_bins(velocity_bins)
 
         pieces = corpus.indices(split)
         if len(pieces) == 0:
@@ -133,7 +148,7 @@ class WindowDataset:
             )
         lengths = corpus.lengths()[pieces]
         # The split's notes as one flat float32 array; pieces keep their order.
-        self.notes = _split_features(corpus, pieces)
+        self.notes = _split_features(corpus, pieces, velocity=self.velocity_bins is not None)
         self.piece_names = corpus.names[pieces]
         self.piece_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         # Pieces long enough for one window, with the largest valid start (relative to piece).
@@ -232,7 +247,7 @@ class WindowDataset:
         """
         starts = np.asarray(starts, dtype=np.int64)
         rows = starts[:, None] + np.arange(self.seq_length + 1, dtype=np.int64)
-        window = self.notes[rows]  # (B, L + 1, 3): the only copy, one batch big
+        window = self.notes[rows]  # (B, L + 1, 3 or 4): the only copy, one batch big
         if rng is not None and (self.transpose or self.time_stretch):
             window = augment(window, rng, transpose=self.transpose,
                              time_stretch=self.time_stretch)
@@ -243,6 +258,9 @@ class WindowDataset:
             "step": np.ascontiguousarray(labels[..., 1]),
             "duration": np.ascontiguousarray(labels[..., 2]),
         }
+        if self.velocity_bins is not None:
+            targets["velocity"] = velocity_classes(labels[..., 3], self.velocity_bins
+                                                   ).astype(np.int32)
         return np.ascontiguousarray(inputs), targets
 
     def batches(self, start_step: int = 0) -> Iterator[Batch]:
@@ -280,14 +298,15 @@ class WindowDataset:
 
         b = self.batch_size if self.shuffle else None
         shape = (b, self.seq_length) if self.targets == "all" else (b,)
-        return (
-            tf.TensorSpec((b, self.seq_length, 3), tf.float32, name="notes"),
-            {
-                "pitch": tf.TensorSpec(shape, tf.int32),
-                "step": tf.TensorSpec(shape, tf.float32),
-                "duration": tf.TensorSpec(shape, tf.float32),
-            },
-        )
+        targets = {
+            "pitch": tf.TensorSpec(shape, tf.int32),
+            "step": tf.TensorSpec(shape, tf.float32),
+            "duration": tf.TensorSpec(shape, tf.float32),
+        }
+        if self.velocity_bins is not None:
+            targets["velocity"] = tf.TensorSpec(shape, tf.int32)
+        features = self.notes.shape[1]
+        return tf.TensorSpec((b, self.seq_length, features), tf.float32, name="notes"), targets
 
     def to_tf(self, start_step: int = 0):
         """The batches as a ``tf.data.Dataset`` (endless when training), prefetched.
@@ -328,17 +347,50 @@ class WindowDataset:
         )
 
 
-def _split_features(corpus: NoteCorpus, pieces: np.ndarray) -> np.ndarray:
-    """(n_notes, 3) float32 (pitch, step, duration) of the given pieces, in order."""
+def _split_features(corpus: NoteCorpus, pieces: np.ndarray, velocity: bool = False
+                    ) -> np.ndarray:
+    """(n_notes, 3) float32 (pitch, step, duration) of the given pieces, in order; (n_notes, 4)
+    with each note's MIDI velocity when ``velocity``."""
     if len(pieces) == len(corpus) and np.array_equal(pieces, np.arange(len(corpus))):
         rows = slice(None)
     else:
         spans = [np.arange(corpus.offsets[i], corpus.offsets[i + 1]) for i in pieces]
         rows = np.concatenate(spans)
-    notes = np.empty((corpus.n_notes if isinstance(rows, slice) else len(rows), 3), np.float32)
-    for j, name in enumerate(FEATURES):
+    names = (*FEATURES, "velocity") if velocity else FEATURES
+    n = corpus.n_notes if isinstance(rows, slice) else len(rows)
+    notes = np.empty((n, len(names)), np.float32)
+    for j, name in enumerate(names):
         notes[:, j] = corpus.columns[name][rows]
     return notes
+
+
+def match_features(notes: Any, features: int, default_velocity: int = DEFAULT_VELOCITY
+                   ) -> np.ndarray:
+    """Raw notes ``(..., 3 or 4)`` as ``(..., features)`` float32 for a model reading
+    ``features`` columns: a 4th column (velocity) is dropped for a 3-column model, and added as
+    ``default_velocity`` (:data:`musicrnn.timing.DEFAULT_VELOCITY`, 64) for a 4-column model.
+    Returns ``notes`` itself when it already fits (as float32)."""
+    notes = np.asarray(notes, dtype=np.float32)
+    have = notes.shape[-1]
+    if have == features:
+        return notes
+    if have == 4 and features == 3:
+        return np.ascontiguousarray(notes[..., :3])
+    if have == 3 and features == 4:
+        if not 1 <= default_velocity <= VELOCITY_MAX:
+            raise MusicRNNError(f"the default velocity must be 1-{VELOCITY_MAX}, "
+                                f"got {default_velocity}")
+        column = np.full((*notes.shape[:-1], 1), float(default_velocity), dtype=np.float32)
+        return np.concatenate([notes, column], axis=-1)
+    raise MusicRNNError(f"notes must have 3 or 4 columns (pitch, step, duration[, velocity]), "
+                        f"got {have}; a model reading {features} was asked for")
+
+
+def piece_features(corpus: NoteCorpus, piece: int, velocity: bool = False) -> np.ndarray:
+    """Piece ``piece`` of ``corpus`` as raw float32 notes: ``(n, 3)`` (pitch, step, duration)
+    like ``corpus.features(piece)``, or ``(n, 4)`` with each note's MIDI velocity when
+    ``velocity`` (what a velocity model reads)."""
+    return _split_features(corpus, np.asarray([int(piece)]), velocity=velocity)
 
 
 def augment(
@@ -353,7 +405,7 @@ def augment(
     Each window gets a transposition drawn uniformly from the shifts in ``[-transpose,
     transpose]`` that keep all its pitches within 0..127 (as if out-of-range draws were drawn
     again), and a tempo factor drawn uniformly from ``[1 - time_stretch, 1 + time_stretch]`` that
-    scales its steps and durations.
+    scales its steps and durations. A 4th column (velocity) is left as it is.
     """
     out = np.array(window, dtype=np.float32, copy=True)
     n = len(out)
@@ -365,7 +417,7 @@ def augment(
         out[:, :, 0] += np.minimum(shifts, high)[:, None]
     if time_stretch:
         factor = rng.uniform(1.0 - time_stretch, 1.0 + time_stretch, size=n).astype(np.float32)
-        out[:, :, 1:] *= factor[:, None, None]
+        out[:, :, 1:3] *= factor[:, None, None]
     return out
 
 
@@ -385,7 +437,8 @@ def make_dataset(
     Training data (``training``, default: ``split == "train"``) is shuffled every pass with the
     config's ``window_shift`` and augmentation. Evaluation data is one pass in corpus order, not
     augmented, with ``shift`` defaulting to ``seq_length`` for ``targets="all"`` (each note is a
-    target once) and 1 for ``"last"`` (each note after a full window is a target once).
+    target once) and 1 for ``"last"`` (each note after a full window is a target once). A config
+    with ``velocity="categorical"`` gets velocity in its notes and targets.
     """
     training = split == "train" if training is None else training
     if training:
@@ -402,12 +455,15 @@ def make_dataset(
         time_stretch=config.time_stretch if training else 0.0,
         seed=config.seed if seed is None else seed,
         max_windows=max_windows,
+        velocity_bins=(config.velocity_bins
+                       if getattr(config, "velocity", "none") != "none" else None),
     )
 
 
 def seed_window(corpus: NoteCorpus, seq_length: int, split: str = "validation",
-                seed: int = 0) -> np.ndarray:
-    """A ``(seq_length, 3)`` float32 window of raw notes from a random piece of ``split``.
+                seed: int = 0, velocity: bool = False) -> np.ndarray:
+    """A ``(seq_length, 3)`` float32 window of raw notes from a random piece of ``split``
+    (``(seq_length, 4)`` with velocity when ``velocity``).
 
     Falls back to the training split when ``split`` has no piece long enough (a generation
     primer must exist even for a tiny corpus).
@@ -419,7 +475,7 @@ def seed_window(corpus: NoteCorpus, seq_length: int, split: str = "validation",
         if len(long_enough):
             piece = int(rng.choice(long_enough))
             start = int(rng.integers(0, corpus.lengths()[piece] - seq_length + 1))
-            return corpus.features(piece)[start: start + seq_length]
+            return piece_features(corpus, piece, velocity)[start: start + seq_length]
     raise MusicRNNError(
         f"no piece of the {split!r} or 'train' split has {seq_length} notes for a seed sequence"
     )

@@ -1,4 +1,4 @@
-"""The time classes of categorical step and duration heads (NumPy only; no Keras import).
+"""The classes of the categorical heads: time (step, duration) and velocity (NumPy only).
 
 A regression head trained with squared error predicts the *average* of what may come next: after
 a chord tone of a chorale the next note is either struck with it (step 0 s) or a beat later
@@ -9,6 +9,14 @@ The grid: class 0 is "0 s" (below :data:`TIME_ZERO`: struck together with the no
 other classes are log-spaced from 4 ms to 8 s, each about 6% wide (a time is represented to
 within about +-3%, finer than a performer's timing varies); the last class holds everything
 from 8 s up. :data:`TIME_VALUES` is the time each class stands for.
+
+Velocity classes (the dynamics head, as Performance RNN's): the MIDI velocities 1-127 are cut
+into :data:`VELOCITY_BINS` (32) equal classes of 4 velocities (the top one 3); a class stands for
+the middle of its velocities (:func:`velocity_classes`, :func:`class_velocity`). Measured on the
+168,514 notes of the MAESTRO v2 sample (124 distinct velocities): the round trip moves a velocity
+by 1.00 on average and at most 2 (16 classes: 2.01 and 4; 64: 0.50 and 1), 75% of notes move at
+all, and every distinct velocity shares its class with others; the classes keep 2.89 of the
+4.27 nats of entropy of the raw velocities.
 """
 
 from __future__ import annotations
@@ -82,3 +90,80 @@ def sample_time_classes(logits: np.ndarray, uniform: np.ndarray) -> np.ndarray:
     classes = (cumulative <= draw[:, None]).sum(axis=1)
     np.minimum(classes, TIME_BINS - 1, out=classes)
     return TIME_VALUES[classes]
+
+
+# ---------------------------------------------------------------------------------------------
+# Velocity classes
+# ---------------------------------------------------------------------------------------------
+
+VELOCITIES = ("none", "categorical")  # the kinds of velocity modelling (ModelConfig.velocity)
+VELOCITY_BINS = 32  # classes of the velocity head by default (Performance RNN's 32)
+VELOCITY_MIN, VELOCITY_MAX = 1, 127  # MIDI note-on velocities (0 is a note-off)
+# The velocity given to notes that come without one (a 3-column primer fed to a velocity model):
+# what the MIDI specification asks a keyboard without velocity sensing to send. The MAESTRO v2
+# sample's median is 67.
+DEFAULT_VELOCITY = 64
+
+
+def check_velocity_bins(bins: Any) -> int:
+    """``bins`` as an int 1-127, or a clear error."""
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or not (
+            1 <= bins <= VELOCITY_MAX):
+        raise MusicRNNError(f"velocity bins must be a whole number from 1 to {VELOCITY_MAX}, "
+                            f"got {bins!r}")
+    return int(bins)
+
+
+def velocity_classes(velocity: Any, bins: int = VELOCITY_BINS) -> np.ndarray:
+    """The class (0 .. ``bins`` - 1) of each MIDI velocity: ``(v - 1) * bins // 127``.
+
+    The 127 velocities 1-127 fall into ``bins`` equal classes (3 or 4 velocities each for 32);
+    velocities are rounded first, and anything below 1 or above 127 counts as 1 or 127.
+    Returns int64 of the input's shape.
+    """
+    bins = check_velocity_bins(bins)
+    v = np.clip(np.rint(np.asarray(velocity, dtype=np.float64)), VELOCITY_MIN, VELOCITY_MAX)
+    return ((v.astype(np.int64) - VELOCITY_MIN) * bins) // VELOCITY_MAX
+
+
+def velocity_values(bins: int = VELOCITY_BINS) -> np.ndarray:
+    """The MIDI velocity each class stands for, ``(bins,)`` int64: the middle of its velocities
+    (the lower middle for an even count), so every velocity comes back within half a class."""
+    bins = check_velocity_bins(bins)
+    members = velocity_classes(np.arange(VELOCITY_MIN, VELOCITY_MAX + 1), bins)
+    low = np.searchsorted(members, np.arange(bins), side="left") + VELOCITY_MIN
+    high = np.searchsorted(members, np.arange(bins), side="right") + VELOCITY_MIN - 1
+    return (low + high) // 2
+
+
+def class_velocity(classes: Any, bins: int = VELOCITY_BINS) -> np.ndarray:
+    """The representative MIDI velocity (1-127) of each class (:func:`velocity_values`);
+    classes outside 0 .. ``bins`` - 1 are refused."""
+    classes = np.asarray(classes)
+    table = velocity_values(bins)
+    if classes.size and (not np.issubdtype(classes.dtype, np.integer)
+                         or classes.min() < 0 or classes.max() >= len(table)):
+        raise MusicRNNError(f"velocity classes must be whole numbers 0-{len(table) - 1}, got "
+                            f"{classes.min()} .. {classes.max()}")
+    return table[classes]
+
+
+def sample_velocity_classes(logits: np.ndarray, uniform: np.ndarray,
+                            inverse_temperature: float = 1.0) -> np.ndarray:
+    """Draw one class per row of velocity logits ``(rows, bins)`` by inverse CDF with
+    ``uniform`` draws in [0, 1) ``(rows,)``, the logits divided by the temperature first;
+    returns classes ``(rows,)`` int64. ``logits`` is left as it is."""
+    if len(logits) == 1:  # one stream (the live case): the same draw with fewer, 1-D calls
+        weights = logits[0] * np.float32(inverse_temperature)
+        weights -= weights.max()
+        np.exp(weights, out=weights)
+        np.cumsum(weights, out=weights)
+        chosen = weights.searchsorted(uniform[0] * weights[-1], side="right")
+        return np.array([min(int(chosen), len(weights) - 1)], dtype=np.int64)
+    weights = logits * np.float32(inverse_temperature)
+    weights -= weights.max(axis=1, keepdims=True)
+    np.exp(weights, out=weights)
+    cumulative = weights.cumsum(axis=1, out=weights)
+    draw = uniform * cumulative[:, -1]
+    classes = (cumulative <= draw[:, None]).sum(axis=1)
+    return np.minimum(classes, logits.shape[1] - 1)
