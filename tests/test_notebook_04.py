@@ -35,6 +35,13 @@ def test_notebook_04_trains_into_the_run_directory(smoke_run):
     assert info["model"]["seed"] == params["seed"]
     rows = read_history_rows(smoke_run / mm.HISTORY_FILE)
     assert rows and all("val_loss" in r for r in rows)
+    # an epoch is a pass: one row per validation, inside the passes, ending where they end
+    per_pass = info["training"]["steps_per_pass"]
+    assert [r["validation"] for r in rows] == list(range(1, len(rows) + 1))
+    assert all(r["passes"] == pytest.approx(r["steps"] / per_pass) for r in rows)
+    assert rows[-1]["steps"] <= params["epochs"] * per_pass
+    if not info["results"]["stopped_early"]:
+        assert rows[-1]["passes"] == params["epochs"], "epochs are passes, exactly"
     run = mm.load_run(smoke_run)
     assert run.seed_sequence.shape == (run.config.seq_length, 3)
 
@@ -43,6 +50,7 @@ def test_notebook_04_trains_into_the_run_directory(smoke_run):
     assert "all inside their piece: True" in text
     assert "(last): " in text and "(all): " in text, "both target modes were compared"
     assert "loaded, not retrained: True" in text
+    assert f"{params['epochs']} epochs = {params['epochs']} passes x {per_pass} steps" in text
     assert "carried state:" in text and "-note window:" in text
 
 

@@ -1,10 +1,15 @@
-"""Training on real chorales with tiny models: learning, the run directory, resuming after a kill,
-distribution (two logical CPUs, two workers on loopback), held-out NLL, bad input."""
+"""Training on real chorales with tiny models: learning, epochs that are passes, the run
+directory, progress, resuming after a kill, distribution (two logical CPUs, two workers on
+loopback), held-out NLL, bad input."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +24,7 @@ import pytest
 from musicrnn.errors import MusicRNNError
 from musicrnn.model import get_preset, load_run
 from musicrnn.notes import NoteCorpus
+from musicrnn.sequences import make_dataset
 from musicrnn.training import (
     learning_curve, pitch_nll, read_history_rows, state_drift, train,
 )
@@ -38,11 +44,31 @@ def corpus(chorale_data) -> NoteCorpus:
     return chorale_data["corpus"]
 
 
+EVERY = 5  # steps between validations of the shared run: does not divide its 2 passes
+
+
 @pytest.fixture(scope="module")
-def small_run(corpus, tmp_path_factory):
+def steps_per_pass(corpus) -> int:
+    steps = make_dataset(corpus, "train", tiny()).steps_per_pass
+    assert (2 * steps) % EVERY, "pick an EVERY that does not divide two passes"
+    return steps
+
+
+@pytest.fixture(scope="module")
+def small_training(corpus, tmp_path_factory):
+    """The shared run (``tiny()``: 2 epochs, a validation every ``EVERY`` steps) with what its
+    progress bar printed: ``(result, stdout, stderr)``."""
     run_dir = tmp_path_factory.mktemp("train") / "run"
-    return train(tiny(), "bach-chorales", run_dir, corpus=corpus, validate_every=4,
-                 progress=False)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        result = train(tiny(), "bach-chorales", run_dir, corpus=corpus, validate_every=EVERY,
+                       progress=True)
+    return result, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def small_run(small_training):
+    return small_training[0]
 
 
 def _script(tmp_path: Path, body: str) -> Path:
@@ -78,19 +104,87 @@ def test_overfits_one_small_batch(corpus, tmp_path):
     assert history["val_pitch_loss"].min() < 0.3, history[["pitch_loss", "val_pitch_loss"]]
 
 
+# -- epochs are passes -------------------------------------------------------------------------
+
+
+def test_epochs_are_exactly_passes_with_the_validations_inside_them(small_run, steps_per_pass):
+    """Two epochs train two passes of steps, exactly, though a validation every EVERY steps does
+    not divide them: the last block is cut short where the passes end, and is validated."""
+    total = 2 * steps_per_pass
+    assert small_run.steps == small_run.total_steps == total
+    assert int(small_run.model.optimizer.iterations.numpy()) == total
+    assert small_run.passes == 2.0 and small_run.steps_per_pass == steps_per_pass
+    ends = [min(v * EVERY, total) for v in range(1, math.ceil(total / EVERY) + 1)]
+    history = small_run.history
+    assert list(history["validation"]) == list(range(1, len(ends) + 1))
+    assert list(history["steps"]) == ends
+    np.testing.assert_allclose(history["passes"], np.array(ends) / steps_per_pass)
+    assert history["passes"].iloc[-1] == 2.0
+    assert small_run.validations == len(ends) and not small_run.stopped_early
+    assert small_run.best_validation in set(history["validation"])
+    best = history.loc[history["validation"] == small_run.best_validation, "val_loss"]
+    assert float(best.iloc[0]) == pytest.approx(small_run.best_val_loss)
+
+
+def test_progress_shows_the_whole_run_with_the_time_left(small_training, steps_per_pass):
+    result, out, err = small_training
+    total = 2 * steps_per_pass
+    printed = out + err
+    # the bar counts the steps of the whole run: [elapsed<left] while it trains, not per block
+    assert re.search(rf"\b{EVERY}/{total} \[\d+:\d\d<\d+:\d\d", printed), printed[-2000:]
+    assert f"{total}/{total} [" in printed
+    for row in result.history.itertuples():
+        assert (f"validation {row.validation}: step {row.steps}/{total} "
+                f"({row.passes:.2f} passes)") in printed
+    assert f"{total} of {total} steps = 2.00 of 2 passes" in printed  # the summary
+
+
+def test_the_loss_curves_are_drawn_against_the_passes(small_run):
+    import matplotlib.pyplot as plt
+
+    from musicrnn.plots import training_curves
+
+    figure = training_curves(small_run.history)
+    try:
+        total = figure.axes[0]
+        np.testing.assert_allclose(total.get_lines()[0].get_xdata(), small_run.history["passes"])
+        assert total.get_xlabel() == "passes over the training windows"
+        legend = [t.get_text() for t in total.get_legend().get_texts()]
+        assert any(t.startswith(f"best: validation {small_run.best_validation},")
+                   for t in legend), legend
+    finally:
+        plt.close(figure)
+
+
+def test_histories_of_earlier_runs_name_their_rows_too(tmp_path):
+    """A history.csv written before rows were named (Keras's 0-based ``epoch``) reads with a
+    1-based ``validation``; a torn last line is dropped."""
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss,steps,val_loss\n0,2.5,200,2.4\n1,2.25,400,2.3\n2,2.0,6")
+    rows = read_history_rows(path)
+    assert [(r["validation"], r["steps"], r["loss"]) for r in rows] == [(1, 200, 2.5),
+                                                                         (2, 400, 2.25)]
+    assert all("epoch" not in r for r in rows)
+
+
 def test_run_directory_holds_everything(small_run, corpus):
     run_dir = small_run.run_dir
     for name in ("music_rnn_model.keras", "config.json", "seed_sequence.npy", "history.csv",
                  "loss_curves.png"):
         assert (run_dir / name).is_file(), name
-    assert list((run_dir / "checkpoints").glob("epoch_*.weights.h5"))
+    assert len(list((run_dir / "checkpoints").glob("validation_*.weights.h5"))) == min(
+        small_run.validations, 5)
     assert not (run_dir / "backup").exists(), "the backup goes once the run is written"
     info = json.loads((run_dir / "config.json").read_text())
     assert info["status"] == "complete" and info["dataset"] == "bach-chorales"
-    assert info["model"]["seq_length"] == 16 and info["training"]["validate_every"] == 4
+    assert info["model"]["seq_length"] == 16 and info["training"]["validate_every"] == EVERY
+    assert info["results"]["validations"] == small_run.validations
+    assert info["results"]["steps"] == small_run.steps
+    header = (run_dir / "history.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["validation", "steps", "passes"], "a row says what it is first"
     rows = read_history_rows(run_dir / "history.csv")
-    assert [r["epoch"] for r in rows] == list(range(small_run.epochs_run))
-    assert {"loss", "val_loss", "val_pitch_loss", "steps", "learning_rate"} <= set(rows[0])
+    assert [r["validation"] for r in rows] == list(range(1, small_run.validations + 1))
+    assert {"loss", "val_loss", "val_pitch_loss", "passes", "learning_rate"} <= set(rows[0])
     run = load_run(run_dir)
     assert run.seed_sequence.shape == (16, 3)
     x = run.seed_sequence[None]
@@ -101,49 +195,70 @@ def test_run_directory_holds_everything(small_run, corpus):
 
 def test_a_finished_run_is_loaded_not_retrained(small_run, corpus):
     before = (small_run.run_dir / "music_rnn_model.keras").stat().st_mtime_ns
-    again = train(tiny(), "bach-chorales", small_run.run_dir, corpus=corpus, validate_every=4,
-                  progress=False)
+    again = train(tiny(), "bach-chorales", small_run.run_dir, corpus=corpus,
+                  validate_every=EVERY, progress=False)
     assert again.already_complete
+    assert (again.steps, again.passes, again.validations, again.best_validation) == (
+        small_run.steps, small_run.passes, small_run.validations, small_run.best_validation)
+    assert list(again.history["validation"]) == list(small_run.history["validation"])
     assert (small_run.run_dir / "music_rnn_model.keras").stat().st_mtime_ns == before
 
 
 def test_a_run_directory_of_another_config_is_refused(small_run, corpus):
     with pytest.raises(MusicRNNError, match="different config .*learning_rate"):
         train(tiny(learning_rate=0.02), "bach-chorales", small_run.run_dir, corpus=corpus,
-              validate_every=4, progress=False)
+              validate_every=EVERY, progress=False)
     with pytest.raises(MusicRNNError, match="validate_every"):
-        train(tiny(), "bach-chorales", small_run.run_dir, corpus=corpus, validate_every=5,
-              progress=False)
+        train(tiny(), "bach-chorales", small_run.run_dir, corpus=corpus,
+              validate_every=EVERY + 1, progress=False)
 
 
 # -- resuming after a kill ----------------------------------------------------------------------
 
 
-def test_an_interrupted_run_resumes_at_the_next_period(small_run, corpus, tmp_path):
-    """Interrupted as it starts its second evaluation period, a run started again resumes there
-    and ends with the weights of the run never interrupted (``small_run``, same config)."""
+def test_an_interrupted_run_resumes_after_its_last_validation(small_run, corpus, tmp_path,
+                                                            capsys):
+    """Interrupted two steps into its second validation block, a run started again resumes after
+    the first validation, still ends after exactly two passes, and ends with the weights of the
+    run never interrupted (``small_run``, same config)."""
     import keras
 
     class Interrupt(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 1:
+        seen = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seen += 1
+            if self.seen == EVERY + 2:
                 raise KeyboardInterrupt("stopped")
 
     with pytest.raises(KeyboardInterrupt):
-        train(tiny(), "bach-chorales", tmp_path / "run", corpus=corpus, validate_every=4,
+        train(tiny(), "bach-chorales", tmp_path / "run", corpus=corpus, validate_every=EVERY,
               progress=False, callbacks=[Interrupt()])
     assert (tmp_path / "run" / "backup" / "training_state.json").is_file()
     assert not (tmp_path / "run" / "music_rnn_model.keras").exists()
-    resumed = train(tiny(), "bach-chorales", tmp_path / "run", corpus=corpus, validate_every=4,
-                    progress=False)
-    _assert_same_run(resumed, small_run, initial_epoch=1)
+    assert [r["validation"] for r in read_history_rows(tmp_path / "run" / "history.csv")] == [1]
+    capsys.readouterr()
+    resumed = train(tiny(), "bach-chorales", tmp_path / "run", corpus=corpus,
+                    validate_every=EVERY, progress=2)
+    _assert_same_run(resumed, small_run, resumed_after=1)
+    total = small_run.total_steps
+    printed = capsys.readouterr().out
+    assert f"resuming after validation 1 at step {EVERY} of {total}" in printed
+    lines = [line for line in printed.splitlines() if line.startswith("validation ")]
+    assert len(lines) == small_run.validations - 1, "validation 1 is not done again"
+    assert lines[-1].startswith(f"validation {small_run.validations}: step {total}/{total} "
+                                "(2.00 passes)") and lines[-1].endswith("done")
+    assert all(" left" in line for line in lines[:-1])
 
 
-def _assert_same_run(resumed, straight, initial_epoch: int) -> None:
-    assert resumed.initial_epoch == initial_epoch
-    assert resumed.epochs_run == straight.epochs_run == 3
-    assert list(resumed.history["epoch"]) == [0, 1, 2]
-    assert int(resumed.model.optimizer.iterations.numpy()) == 12 == straight.steps
+def _assert_same_run(resumed, straight, resumed_after: int) -> None:
+    assert resumed.resumed_after == resumed_after
+    assert resumed.validations == straight.validations
+    assert list(resumed.history["validation"]) == list(straight.history["validation"])
+    assert list(resumed.history["steps"]) == list(straight.history["steps"])
+    assert resumed.steps == straight.steps == straight.total_steps
+    assert int(resumed.model.optimizer.iterations.numpy()) == straight.steps
+    assert resumed.passes == resumed.history["passes"].iloc[-1] == 2.0
     np.testing.assert_allclose(resumed.history["val_loss"], straight.history["val_loss"],
                                rtol=1e-5)
     for a, b in zip(resumed.model.get_weights(), straight.model.get_weights()):
@@ -152,8 +267,8 @@ def _assert_same_run(resumed, straight, initial_epoch: int) -> None:
 
 @pytest.mark.slow
 def test_a_killed_process_resumes_where_it_stopped(small_run, corpus, tmp_path):
-    """A process SIGKILLed after its first evaluation period resumes at the second, and ends with
-    the very weights of a run never interrupted."""
+    """A process SIGKILLed after its first validation resumes after it, and ends with the very
+    weights of a run never interrupted."""
     corpus_path = corpus.to_npz(tmp_path / "corpus.npz")
     job = _script(tmp_path, f"""
         import os, signal, sys
@@ -169,7 +284,7 @@ def test_a_killed_process_resumes_where_it_stopped(small_run, corpus, tmp_path):
 
         config = ModelConfig.from_json({tiny().to_json()!r})
         train(config, "bach-chorales", sys.argv[1], corpus=NoteCorpus.from_npz(sys.argv[2]),
-              validate_every=4, progress=False, callbacks=[Kill()])
+              validate_every={EVERY}, progress=False, callbacks=[Kill()])
     """)
     killed = subprocess.run([sys.executable, str(job), str(tmp_path / "resumed"),
                              str(corpus_path)], env=_env(), capture_output=True, text=True,
@@ -178,8 +293,8 @@ def test_a_killed_process_resumes_where_it_stopped(small_run, corpus, tmp_path):
     assert (tmp_path / "resumed" / "backup" / "training_state.json").is_file()
     assert not (tmp_path / "resumed" / "music_rnn_model.keras").exists()
     resumed = train(tiny(), "bach-chorales", tmp_path / "resumed", corpus=corpus,
-                    validate_every=4, progress=False)
-    _assert_same_run(resumed, small_run, initial_epoch=1)
+                    validate_every=EVERY, progress=False)
+    _assert_same_run(resumed, small_run, resumed_after=1)
 
 
 @pytest.mark.slow
@@ -201,10 +316,13 @@ def test_the_command_resumes_after_being_killed(chorale_data, tmp_path):
     process.wait()
     again = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    assert "resuming after evaluation" in again.stdout
+    assert "resuming after validation" in again.stdout
     assert (run_dir / "music_rnn_model.keras").is_file()
     rows = read_history_rows(run_dir / "history.csv")
-    assert [r["epoch"] for r in rows] == list(range(len(rows)))
+    assert [r["validation"] for r in rows] == list(range(1, len(rows) + 1))
+    info = json.loads((run_dir / "config.json").read_text())
+    assert rows[-1]["steps"] == info["training"]["steps_per_pass"], "--epochs 1: one pass"
+    assert rows[-1]["passes"] == 1.0
 
 
 def test_the_command_reports_bad_input_on_one_line(tmp_path):

@@ -6,14 +6,19 @@
   split by piece (:mod:`musicrnn.sequences`);
 * builds and compiles the model of a :class:`~musicrnn.model.ModelConfig` under a distribution
   strategy (:func:`resolve_strategy`: several GPUs, ``TF_CONFIG`` or a SLURM allocation);
-* trains with an endless, reshuffled stream of batches and evaluates every ``validate_every``
-  steps (one Keras "epoch" = one evaluation period), with early stopping on the validation loss
-  (best weights restored), ``ReduceLROnPlateau``, ``TerminateOnNaN``, per-period weight
-  checkpoints, a CSV history, optional TensorBoard and a progress bar;
-* backs the whole training state up after every period (weights, optimiser, learning rate, the
-  early-stopping and plateau counters, the best weights so far, the clock), so a run killed at
-  any moment continues from its last period when started again with the same arguments, on the
-  very batches an uninterrupted run would have seen;
+* trains for ``epochs`` passes over the training windows, exactly (``epochs x steps_per_pass``
+  steps, ``steps_per_pass = ceil(windows / batch_size)``), on an endless, reshuffled stream of
+  batches, and validates every ``validate_every`` steps: the validation blocks fit inside the
+  passes (one Keras "epoch" = one block; the last block is cut short where the passes end), with
+  early stopping on the validation loss (patience counted in validations, best weights
+  restored), ``ReduceLROnPlateau``, ``TerminateOnNaN``, a weight checkpoint per validation, a CSV
+  history with one row per validation (``validation``, ``steps``, ``passes``, the losses),
+  optional TensorBoard and a progress bar over the whole run with the time left;
+* backs the whole training state up after every validation (weights, optimiser, learning rate,
+  the early-stopping and plateau counters, the best weights so far, the steps and the clock), so
+  a run killed at any moment continues from its last validation when started again with the same
+  arguments, on the very batches an uninterrupted run would have seen, and still ends after
+  ``epochs`` passes;
 * writes the run directory: ``music_rnn_model.keras``, ``config.json``, ``seed_sequence.npy``,
   ``history.csv``, ``checkpoints/``, ``loss_curves.png``.
 
@@ -43,16 +48,20 @@ import numpy as np
 from . import paths
 from .errors import MusicRNNError
 from .model import (
-    CHECKPOINTS_DIR, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, ModelConfig, build_model,
-    compile_model, get_preset, transfer_weights, with_sequence_outputs, write_run_files,
+    ADDED_FIELDS, CHECKPOINTS_DIR, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, ModelConfig,
+    build_model, compile_model, get_preset, note_features, transfer_weights,
+    with_sequence_outputs, write_run_files,
 )
 from .model import _lstm_layers
 from .notes import NoteCorpus
-from .sequences import WindowDataset, make_dataset, seed_window
+from .sequences import (
+    WindowDataset, make_dataset, match_features, piece_features, seed_window,
+)
 
 BACKUP_DIR = "backup"  # inside the run directory while training; removed once the run is done
 LOSS_CURVES_FILE = "loss_curves.png"
-MIN_VALIDATE_EVERY = 200  # default evaluation period in steps, when a pass is shorter
+MIN_VALIDATE_EVERY = 200  # default steps between validations, when a pass is shorter
+HISTORY_INDEX = ("validation", "steps", "passes")  # history.csv's first columns: what a row is
 DEFAULT_VALIDATION_WINDOWS = 4096  # evaluation windows kept (evenly spaced) per validation
 STATUS_TRAINING, STATUS_COMPLETE = "training", "complete"
 ORIGINAL_TRAINING: dict[str, Any] = {
@@ -77,16 +86,20 @@ class TrainResult:
     run_dir: Path  # the run directory
     model: Any  # the trained keras.Model (best validation weights)
     config: ModelConfig  # the config it was trained with
-    history: Any  # pandas DataFrame: one row per evaluation period (history.csv)
-    initial_epoch: int = 0  # evaluation period this call started from (> 0: resumed)
-    epochs_run: int = 0  # evaluation periods completed in total
-    best_epoch: int | None = None  # period (0-based) with the lowest validation loss
+    history: Any  # pandas DataFrame: one row per validation (history.csv)
+    resumed_after: int = 0  # validations restored from a backup when this call began (> 0: resumed)
+    validations: int = 0  # validations done in total (the history's rows)
+    best_validation: int | None = None  # the validation (1-based, as in the history) with the
+    #                                     lowest validation loss: the weights kept
     best_val_loss: float | None = None  # that validation loss
     stopped_early: bool = False  # early stopping ended training before the step budget
     terminated_on_nan: bool = False  # a NaN loss stopped training (best weights kept)
     already_complete: bool = False  # the run directory held this finished run; nothing trained
     steps: int = 0  # optimiser steps taken in total
-    validate_every: int = 0  # steps per evaluation period
+    passes: float = 0.0  # passes over the training windows done: steps / steps_per_pass
+    total_steps: int = 0  # the step budget: epochs x steps_per_pass
+    steps_per_pass: int = 0  # steps in one pass over the training windows
+    validate_every: int = 0  # steps between validations (the last block may be shorter)
     train_seconds: float = 0.0  # wall time in training steps (validation excluded), all calls
     windows_per_second: float = 0.0  # training windows per second of train_seconds
     target_notes_per_second: float = 0.0  # predicted notes per second (x seq_length for "all")
@@ -97,16 +110,18 @@ class TrainResult:
     def summary(self) -> str:
         """A few lines for people."""
         how = "already complete" if self.already_complete else (
-            "resumed" if self.initial_epoch else "trained")
+            "resumed" if self.resumed_after else "trained")
         lines = [
             f"{how}: {self.config.name} ({self.config.targets} targets) in {self.run_dir}",
-            f"  {self.epochs_run} evaluations x {self.validate_every} steps = {self.steps} steps, "
-            f"{self.train_seconds:.1f} s training ({self.windows_per_second:.0f} windows/s, "
+            f"  {self.steps} of {self.total_steps} steps = {self.passes:.2f} of "
+            f"{self.config.epochs} passes over the training windows, {self.validations} "
+            f"validations (every {self.validate_every} steps)",
+            f"  {self.train_seconds:.1f} s training ({self.windows_per_second:.0f} windows/s, "
             f"{self.target_notes_per_second:.0f} target notes/s)",
         ]
         if self.best_val_loss is not None:
-            lines.append(f"  best validation loss {self.best_val_loss:.4f} after evaluation "
-                         f"{(self.best_epoch or 0) + 1}"
+            lines.append(f"  best validation loss {self.best_val_loss:.4f} at validation "
+                         f"{self.best_validation}"
                          + (" (stopped early)" if self.stopped_early else ""))
         if self.terminated_on_nan:
             lines.append("  a NaN loss stopped training; the best weights before it were kept")
@@ -262,12 +277,15 @@ def _callbacks():  # classes built on first use
     import keras
 
     class Clock(keras.callbacks.Callback):
-        """Counts steps and training seconds (validation excluded); adds them to the logs."""
+        """Counts steps and training seconds (validation excluded), adds them to the logs, and
+        ends training once ``total_steps`` steps are done: the block under way is cut short
+        there, and Keras still validates it."""
 
-        def __init__(self, steps_per_epoch: int, steps_per_pass: int):
+        def __init__(self, total_steps: int, steps_per_pass: int, steps: int = 0):
             super().__init__()
-            self.steps_per_epoch = steps_per_epoch
+            self.total_steps = int(total_steps)
             self.steps_per_pass = steps_per_pass
+            self.steps = int(steps)  # steps done in the whole run (restored on resume)
             self.train_seconds = 0.0  # restored by the backup on resume
             self.session_seconds = 0.0
             self.session_steps = 0
@@ -285,6 +303,9 @@ def _callbacks():  # classes built on first use
 
         def on_train_batch_end(self, batch, logs=None):
             self.session_steps += 1
+            self.steps += 1
+            if self.steps >= self.total_steps:
+                self.model.stop_training = True  # the passes are done: validate, then stop
 
         def on_test_begin(self, logs=None):
             self._stop_clock()
@@ -292,31 +313,91 @@ def _callbacks():  # classes built on first use
         def on_epoch_end(self, epoch, logs=None):
             self._stop_clock()
             if logs is not None:
-                steps = (epoch + 1) * self.steps_per_epoch
-                logs["steps"] = steps
-                logs["passes"] = steps / self.steps_per_pass
+                logs["steps"] = self.steps
+                logs["passes"] = self.steps / self.steps_per_pass
                 logs["train_seconds"] = self.train_seconds
 
-    class HistoryCSV(keras.callbacks.Callback):
-        """``history.csv`` rewritten atomically after every period; resumed runs keep the rows
-        of the periods they restored and drop any written after the last backup."""
+    class Progress(keras.callbacks.Callback):
+        """Progress over the whole run, with the time left: a tqdm bar of the steps (``bar``) or
+        one line per validation; either way a line per validation with its losses.
 
-        def __init__(self, path: Path, initial_epoch: int = 0, enabled: bool = True):
+        The time left is the steps left at the average pace of this call so far, validations
+        included (tqdm's ``smoothing=0``), so it does not jump after each validation.
+        """
+
+        def __init__(self, clock: Clock, bar: bool):
+            super().__init__()
+            self.clock, self.bar = clock, bar
+            self._tqdm = None
+            self._started = 0.0
+            self._start_steps = 0
+
+        def on_train_begin(self, logs=None):
+            self._started = time.perf_counter()
+            self._start_steps = self.clock.steps
+            if self.bar:
+                from tqdm.auto import tqdm
+
+                self._tqdm = tqdm(total=self.clock.total_steps, initial=self.clock.steps,
+                                  unit="step", desc="training", smoothing=0, dynamic_ncols=True)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self._tqdm is not None:
+                self._tqdm.update(self.clock.steps - self._tqdm.n)
+                loss = (logs or {}).get("loss")
+                if loss is not None and _is_number(loss):
+                    self._tqdm.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            losses = ", ".join(f"{k} {float(logs[k]):.4f}" for k in (
+                "loss", "val_loss", "val_pitch_loss") if _is_number(logs.get(k)))
+            line = (f"validation {epoch + 1}: step {self.clock.steps}/{self.clock.total_steps}"
+                    f" ({self.clock.steps / self.clock.steps_per_pass:.2f} passes), {losses}")
+            if self._tqdm is not None:
+                self._tqdm.write(line)
+            else:
+                print(f"{line}; {self.time_left()}", flush=True)
+
+        def time_left(self) -> str:
+            """``"<elapsed> elapsed, about <left> left"`` at this call's pace so far."""
+            elapsed = time.perf_counter() - self._started
+            done = self.clock.steps - self._start_steps
+            left = max(0, self.clock.total_steps - self.clock.steps)
+            eta = f"about {_clock_text(left * elapsed / done)} left" if done and left else (
+                "done" if not left else "time left unknown")
+            return f"{_clock_text(elapsed)} elapsed, {eta}"
+
+        def on_train_end(self, logs=None):
+            if self._tqdm is not None:
+                self._tqdm.close()
+                self._tqdm = None
+
+    class HistoryCSV(keras.callbacks.Callback):
+        """``history.csv`` rewritten atomically after every validation, one row each:
+        ``validation`` (1-based), ``steps``, ``passes``, the training losses (means over the
+        block), the validation losses, the learning rate and the training seconds. A resumed run
+        keeps the rows of the validations it restored and drops any written after its backup."""
+
+        def __init__(self, path: Path, resumed_after: int = 0, enabled: bool = True):
             super().__init__()
             self.path = Path(path)
-            self.initial_epoch = int(initial_epoch)
+            self.resumed_after = int(resumed_after)
             self.enabled = enabled
             self.rows: list[dict[str, Any]] = []
 
         def on_train_begin(self, logs=None):
             self.rows = [r for r in read_history_rows(self.path)
-                         if int(r["epoch"]) < self.initial_epoch]
+                         if int(r["validation"]) <= self.resumed_after]
             if self.enabled:
                 self._write()
 
         def on_epoch_end(self, epoch, logs=None):
-            row = {"epoch": int(epoch)}
-            row.update({k: float(v) for k, v in (logs or {}).items() if _is_number(v)})
+            row: dict[str, Any] = {k: float(v) for k, v in (logs or {}).items()
+                                   if _is_number(v)}
+            row["validation"] = int(epoch) + 1
+            if "steps" in row:
+                row["steps"] = int(row["steps"])
             self.rows.append(row)
             if self.enabled:
                 self._write()
@@ -325,15 +406,16 @@ def _callbacks():  # classes built on first use
             if not self.rows:
                 self.path.unlink(missing_ok=True)
                 return
-            keys = ["epoch"] + sorted({k for r in self.rows for k in r} - {"epoch"})
+            first = [k for k in HISTORY_INDEX if any(k in r for r in self.rows)]
+            keys = first + sorted({k for r in self.rows for k in r} - set(first))
             lines = [",".join(keys)]
             for r in self.rows:
                 lines.append(",".join(_csv_value(r.get(k)) for k in keys))
             paths.atomic_write_text(self.path, "\n".join(lines) + "\n")
 
-    class EpochCheckpoint(keras.callbacks.Callback):
-        """``checkpoints/epoch_NNN.weights.h5`` after every period (written atomically); keeps the
-        newest ``keep`` and the best one."""
+    class ValidationCheckpoint(keras.callbacks.Callback):
+        """``checkpoints/validation_NNN.weights.h5`` after every validation (written atomically);
+        keeps the newest ``keep`` and the best one."""
 
         def __init__(self, folder: Path, keep: int = 5, enabled: bool = True):
             super().__init__()
@@ -345,14 +427,14 @@ def _callbacks():  # classes built on first use
         def on_epoch_end(self, epoch, logs=None):
             if not self.enabled:
                 return
-            path = self.folder / f"epoch_{epoch + 1:03d}.weights.h5"
+            path = self.folder / f"validation_{epoch + 1:03d}.weights.h5"
             _save_weights_atomic(self.model, path)
             value = (logs or {}).get("val_loss")
             if value is not None and math.isfinite(value) and (
                 self.best is None or value < self.best[0]
             ):
                 self.best = (float(value), path)
-            found = sorted(self.folder.glob("epoch_*.weights.h5"))
+            found = sorted(self.folder.glob("validation_*.weights.h5"))
             protect = {self.best[1].name} if self.best else set()
             for old in found[: max(0, len(found) - self.keep)]:
                 if old.name not in protect:
@@ -362,9 +444,10 @@ def _callbacks():  # classes built on first use
         """``BackupAndRestore`` that also keeps the rest of the training state.
 
         Keras's callback restores the weights, the optimiser (with its learning rate) and the
-        epoch. This one also restores the early-stopping and plateau counters, the best weights
-        so far, the step clock and the best checkpoint, and writes every file atomically (with
-        the previous backup kept), so a kill at any moment leaves a usable backup.
+        epoch (here: the validations done). This one also restores the early-stopping and
+        plateau counters, the best weights so far, the steps done, the clock and the best
+        checkpoint, and writes every file atomically (with the previous backup kept), so a kill
+        at any moment leaves a usable backup.
         """
 
         def __init__(self, backup_dir: Path, early, plateau, clock, checkpoint):
@@ -397,6 +480,7 @@ def _callbacks():  # classes built on first use
             self.plateau.best = p.get("best", self.plateau.best)
             self.plateau.cooldown_counter = int(p.get("cooldown_counter", 0))
             self.clock.train_seconds = float(state.get("train_seconds", 0.0))
+            self.clock.steps = int(state.get("steps", self.clock.steps))
             best_ckpt = state.get("best_checkpoint")
             if best_ckpt:
                 self.checkpoint.best = (float(best_ckpt[0]), Path(best_ckpt[1]))
@@ -413,6 +497,7 @@ def _callbacks():  # classes built on first use
                     self.early.best), "best_epoch": self.early.best_epoch},
                 "plateau": {"wait": self.plateau.wait, "best": _float_or_none(self.plateau.best),
                             "cooldown_counter": self.plateau.cooldown_counter},
+                "steps": self.clock.steps,
                 "train_seconds": self.clock.train_seconds,
                 "best_checkpoint": [best_ckpt[0], str(best_ckpt[1])] if best_ckpt else None,
             }
@@ -424,7 +509,7 @@ def _callbacks():  # classes built on first use
         def on_train_end(self, logs=None):
             pass  # the caller removes the backup once the run directory is written
 
-    return Clock, HistoryCSV, EpochCheckpoint, RunBackup
+    return Clock, Progress, HistoryCSV, ValidationCheckpoint, RunBackup
 
 
 def _save_weights_atomic(model, path: Path, weights: list | None = None) -> None:
@@ -459,6 +544,13 @@ def _is_number(value: Any) -> bool:
     return True
 
 
+def _clock_text(seconds: float) -> str:
+    """``"1:02:03"`` / ``"2:03"``: a duration for people."""
+    seconds = int(round(max(0.0, seconds)))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
 def _csv_value(value: Any) -> str:
     if value is None:
         return ""
@@ -481,7 +573,12 @@ def read_backup_state(backup_dir: Path) -> dict[str, Any] | None:
 
 
 def read_history_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a ``history.csv`` as dicts of floats (a torn last line is dropped)."""
+    """Rows of a ``history.csv`` as dicts of floats, ``validation`` and ``steps`` as ints (a
+    torn last line is dropped).
+
+    A history written before rows were named by their validation (a 0-based ``epoch`` column)
+    reads as ``validation = epoch + 1``.
+    """
     path = Path(path)
     if not path.is_file():
         return []
@@ -496,7 +593,11 @@ def read_history_rows(path: Path) -> list[dict[str, Any]]:
             continue
         try:
             row = {k: float(v) for k, v in zip(keys, values) if v != ""}
-            row["epoch"] = int(row["epoch"])
+            if "validation" not in row:
+                row["validation"] = row.pop("epoch") + 1
+            row["validation"] = int(row["validation"])
+            if "steps" in row:
+                row["steps"] = int(row["steps"])
             rows.append(row)
         except (ValueError, KeyError):
             continue
@@ -528,7 +629,7 @@ def _check_run_dir(run_dir: Path, expected: dict[str, Any]) -> dict[str, Any] | 
         raise MusicRNNError(f"{path} is not valid JSON ({exc}); delete it or use another "
                             "run directory") from exc
     differences = []
-    found_model = dict(found.get("model") or {})
+    found_model = {**ADDED_FIELDS, **dict(found.get("model") or {})}  # older runs lack them
     for key, value in expected["model"].items():
         if key not in _RESUME_FREE and found_model.get(key) != value:
             differences.append(f"{key}: {found_model.get(key)!r} there, {value!r} now")
@@ -549,7 +650,8 @@ def _check_run_dir(run_dir: Path, expected: dict[str, Any]) -> dict[str, Any] | 
 
 
 def plot_loss_curves(history: Any, path: str | Path | None = None, title: str = ""):
-    """Training and validation loss per evaluation period (total and per head); optional PNG.
+    """Training and validation loss at each validation (total and per head), against the passes
+    over the training windows; optionally written as a PNG.
 
     Uses :func:`musicrnn.plots.training_curves` when it exists, else a plain matplotlib figure.
     Returns the matplotlib figure.
@@ -571,15 +673,17 @@ def plot_loss_curves(history: Any, path: str | Path | None = None, title: str = 
     except Exception:  # plots may not exist yet, or take other arguments
         figure = None
     if figure is None:
-        heads = [h for h in ("loss", "pitch_loss", "step_loss", "duration_loss") if h in frame]
+        heads = [h for h in ("loss", "pitch_loss", "step_loss", "duration_loss",
+                             "velocity_loss") if h in frame]
         figure, axes = plt.subplots(1, len(heads), figsize=(4 * len(heads), 3.2), squeeze=False)
-        x = frame["steps"] if "steps" in frame else frame.index + 1
+        x = frame["passes"] if "passes" in frame else frame.index + 1
         for ax, key in zip(axes[0], heads):
             ax.plot(x, frame[key], label="train", marker=".")
             if f"val_{key}" in frame:
                 ax.plot(x, frame[f"val_{key}"], label="validation", marker=".")
             ax.set_title(key.replace("_", " "))
-            ax.set_xlabel("training steps" if "steps" in frame else "evaluation")
+            ax.set_xlabel("passes over the training windows" if "passes" in frame
+                          else "validation")
             ax.grid(alpha=0.3)
         axes[0][0].legend()
         if title:
@@ -627,7 +731,9 @@ def train(
             one holding a different config is an error.
         data_dir: the data folder (default: the project's ``data/``).
         max_files: use a deterministic subset of the dataset.
-        epochs: passes over the training windows at most (default: the config's).
+        epochs: passes over the training windows at most (default: the config's): training
+            ends after exactly ``epochs x steps_per_pass`` steps unless early stopping ends it
+            sooner (``steps_per_pass = ceil(training windows / batch_size)``).
         seed: the one seed for weights, dropout, window order and augmentation (default: the
             config's).
         corpus: a ready :class:`~musicrnn.notes.NoteCorpus` (skips loading ``dataset``).
@@ -635,12 +741,15 @@ def train(
         mixed_precision: ``True`` (float16 on GPU, bfloat16 on CPU) or a Keras dtype policy name.
         jit_compile: XLA; default: on where a GPU is visible (it slows these LSTMs on CPU).
         tensorboard: also write TensorBoard logs to ``<run_dir>/logs``.
-        validate_every: training steps per evaluation period (one Keras epoch); default: one pass
-            over the windows, at least 200 steps, so that short passes do not make early stopping
-            chase noise. Early stopping and the plateau rule count periods.
+        validate_every: training steps between validations (one Keras epoch each); default:
+            one pass over the windows, at least 200 steps, so that short passes do not make early
+            stopping chase noise. The validations fit inside the passes: the last block is cut
+            short where the ``epochs`` passes end. Early stopping and the plateau rule count
+            validations.
         validation_windows: evaluate on at most this many validation windows (evenly spaced).
-        keep_checkpoints: newest per-period checkpoints kept (and the best one).
-        progress: show Keras's progress bar (``True``/1), one line per period (2), or nothing.
+        keep_checkpoints: newest per-validation checkpoints kept (and the best one).
+        progress: a progress bar over the whole run with the time left (``True``/1), one line
+            per validation with the time left (2), or nothing (0/False).
         callbacks: more Keras callbacks.
 
     Returns:
@@ -680,20 +789,22 @@ def train(
     val_data = make_dataset(corpus, "validation", config, max_windows=validation_windows)
     steps_per_pass = train_data.steps_per_pass
     period = int(validate_every) if validate_every else max(steps_per_pass, MIN_VALIDATE_EVERY)
-    total_steps = config.epochs * steps_per_pass
-    keras_epochs = max(1, math.ceil(total_steps / period))
+    total_steps = config.epochs * steps_per_pass  # exactly `epochs` passes
     info = _run_info(config, dataset, max_files, period)
 
     found = _check_run_dir(run_dir, info)
     if found is not None and found.get("status") == STATUS_COMPLETE and (
             run_dir / MODEL_FILE).is_file():
-        return _finished_result(run_dir, found, config, period)
+        return _finished_result(run_dir, found, config, period, steps_per_pass)
 
     keras.utils.set_random_seed(config.seed)
     own_dir = run_dir if chief else _worker_dir(run_dir, strategy)
     backup_dir = own_dir / BACKUP_DIR
     resumed_state = read_backup_state(backup_dir)
-    initial_epoch = int(resumed_state["epoch"]) if resumed_state else 0
+    resumed_after = int(resumed_state["epoch"]) if resumed_state else 0  # validations done
+    start_step = int(resumed_state.get("steps", resumed_after * period)) if resumed_state else 0
+    # Keras epochs = validation blocks of `period` steps; the Clock ends the last one early.
+    keras_epochs = resumed_after + math.ceil(max(0, total_steps - start_step) / period)
     if chief:
         run_dir.mkdir(parents=True, exist_ok=True)
         paths.atomic_write_text(run_dir / CONFIG_FILE, json.dumps(
@@ -704,41 +815,45 @@ def train(
               f" batch {config.batch_size}, lr {config.learning_rate:g}) on {dataset}:")
         print(f"  train      {train_data!r}")
         print(f"  validation {val_data!r}")
-        print(f"  {keras_epochs} evaluations every {period} steps (at most {config.epochs} passes"
-              f" = {total_steps} steps), early stopping after {config.early_stopping_patience}"
-              f" without improvement; run directory {run_dir}")
-        if initial_epoch:
-            print(f"  resuming after evaluation {initial_epoch} of {keras_epochs} "
-                  f"(backup in {backup_dir})")
+        last = total_steps - (math.ceil(total_steps / period) - 1) * period
+        print(f"  {config.epochs} passes x {steps_per_pass} steps = {total_steps} steps at most, "
+              f"validated every {period} steps ({math.ceil(total_steps / period)} validations"
+              + (f", the last after a block of {last}" if last != period else "")
+              + f"); early stopping after {config.early_stopping_patience} validations without"
+              f" improvement; run directory {run_dir}")
+        if resumed_after:
+            print(f"  resuming after validation {resumed_after} at step {start_step} of "
+                  f"{total_steps} (backup in {backup_dir})")
 
     model = _build(config, strategy, mixed_precision, jit_compile)
     _build_from_local_batch(model, strategy, train_data)
-    train_tf = train_data.to_tf(start_step=initial_epoch * period)
+    train_tf = train_data.to_tf(start_step=start_step)
     val_tf = val_data.to_tf()
 
-    Clock, HistoryCSV, EpochCheckpoint, RunBackup = _callbacks()
-    clock = Clock(period, steps_per_pass)
+    Clock, Progress, HistoryCSV, ValidationCheckpoint, RunBackup = _callbacks()
+    clock = Clock(total_steps, steps_per_pass, steps=start_step)
     early = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True)
     plateau = keras.callbacks.ReduceLROnPlateau(
         monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-6)
-    history_csv = HistoryCSV(run_dir / HISTORY_FILE, initial_epoch, enabled=chief)
-    checkpoint = EpochCheckpoint(run_dir / CHECKPOINTS_DIR, keep=keep_checkpoints,
-                                 enabled=chief)
+    history_csv = HistoryCSV(run_dir / HISTORY_FILE, resumed_after, enabled=chief)
+    checkpoint = ValidationCheckpoint(run_dir / CHECKPOINTS_DIR, keep=keep_checkpoints,
+                                      enabled=chief)
     nan_guard = keras.callbacks.TerminateOnNaN()
     backup = RunBackup(backup_dir, early, plateau, clock, checkpoint)
     callback_list = [clock, nan_guard, early, plateau, history_csv, checkpoint]
+    if progress and chief:  # after the clock, which counts the steps it shows
+        callback_list.insert(1, Progress(clock, bar=progress != 2))
     if tensorboard and chief:
         callback_list.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
     callback_list += list(callbacks or [])
     callback_list.append(backup)  # last: restores after the others reset, saves after they update
 
-    verbose = 0 if not progress else (2 if progress == 2 else 1)
     model.fit(
         train_tf, epochs=keras_epochs, steps_per_epoch=period, validation_data=val_tf,
-        callbacks=callback_list, verbose=verbose, shuffle=False,
+        callbacks=callback_list, verbose=0, shuffle=False,
     )
-    epochs_run = len(history_csv.rows)
+    validations = len(history_csv.rows)
     terminated = any(not math.isfinite(r.get("loss", math.nan)) for r in history_csv.rows)
     if early.best_weights is None or _float_or_none(early.best) is None:
         raise MusicRNNError(
@@ -749,31 +864,34 @@ def train(
     import pandas as pd
 
     history = pd.DataFrame(history_csv.rows)
-    best_epoch = int(early.best_epoch) if early.best is not None else None
+    best_validation = int(early.best_epoch) + 1 if early.best is not None else None
     best_val = _float_or_none(early.best)
     seconds = clock.train_seconds
-    steps = epochs_run * period
+    steps = clock.steps
     windows_per_s = clock.session_steps * config.batch_size / clock.session_seconds if (
         clock.session_seconds > 0) else 0.0
     per_window = config.seq_length if config.targets == "all" else 1
     result = TrainResult(
         run_dir=run_dir, model=model, config=config, history=history,
-        initial_epoch=initial_epoch, epochs_run=epochs_run, best_epoch=best_epoch,
+        resumed_after=resumed_after, validations=validations, best_validation=best_validation,
         best_val_loss=best_val, stopped_early=bool(early.stopped_epoch) and not terminated,
-        terminated_on_nan=terminated, steps=steps, validate_every=period,
+        terminated_on_nan=terminated, steps=steps, passes=steps / steps_per_pass,
+        total_steps=total_steps, steps_per_pass=steps_per_pass, validate_every=period,
         train_seconds=seconds, windows_per_second=windows_per_s,
         target_notes_per_second=windows_per_s * per_window,
         strategy=strategy_name(strategy),
         replicas=int(strategy.num_replicas_in_sync) if strategy is not None else 1,
     )
     if chief:
-        seed_sequence = seed_window(corpus, config.seq_length, "validation", seed=config.seed)
+        seed_sequence = seed_window(corpus, config.seq_length, "validation", seed=config.seed,
+                                    velocity=config.velocity != "none")
         final_info = {
             **{k: v for k, v in info.items() if k != "model"},
             "status": STATUS_COMPLETE,
             "seed": config.seed,
             "results": {
-                "evaluations": epochs_run, "steps": steps, "best_epoch": best_epoch,
+                "validations": validations, "steps": steps, "passes": steps / steps_per_pass,
+                "total_steps": total_steps, "best_validation": best_validation,
                 "best_val_loss": best_val, "stopped_early": result.stopped_early,
                 "terminated_on_nan": terminated, "train_seconds": round(seconds, 3),
                 "windows_per_second": round(windows_per_s, 2),
@@ -901,22 +1019,32 @@ def _patch_multi_worker_metric_reduction() -> None:
 
 
 def _finished_result(run_dir: Path, found: dict[str, Any], config: ModelConfig,
-                     period: int) -> TrainResult:
+                     period: int, steps_per_pass: int) -> TrainResult:
+    import pandas as pd
+
     from .model import load_run
 
     run = load_run(run_dir)
-    history = run.history()
+    history = pd.DataFrame(read_history_rows(run.history_path))
     results = found.get("results") or {}
     print(f"{run_dir} already holds this finished run; loaded it (delete the folder or pass "
           "another run directory to train again)")
+    # run directories written before validations were named so: "evaluations", "best_epoch"
+    validations = int(results.get("validations", results.get("evaluations", 0)))
+    best = results.get("best_validation")
+    if best is None and results.get("best_epoch") is not None:
+        best = int(results["best_epoch"]) + 1
+    steps = int(results.get("steps", 0))
+    steps_per_pass = int((found.get("training") or {}).get("steps_per_pass", steps_per_pass))
     return TrainResult(
         run_dir=run_dir, model=run.model, config=config, history=history,
-        initial_epoch=int(results.get("evaluations", 0)),
-        epochs_run=int(results.get("evaluations", 0)), best_epoch=results.get("best_epoch"),
+        resumed_after=validations, validations=validations, best_validation=best,
         best_val_loss=results.get("best_val_loss"),
         stopped_early=bool(results.get("stopped_early")),
         terminated_on_nan=bool(results.get("terminated_on_nan")), already_complete=True,
-        steps=int(results.get("steps", 0)), validate_every=period,
+        steps=steps, passes=steps / steps_per_pass,
+        total_steps=int(results.get("total_steps", config.epochs * steps_per_pass)),
+        steps_per_pass=steps_per_pass, validate_every=period,
         train_seconds=float(results.get("train_seconds", 0.0)),
         windows_per_second=float(results.get("windows_per_second", 0.0)),
         target_notes_per_second=float(results.get("target_notes_per_second", 0.0)),
@@ -958,8 +1086,10 @@ class DriftReport:
 
 
 def _pieces(corpus: NoteCorpus | list[np.ndarray], split: str) -> list[np.ndarray]:
+    """The pieces' raw notes, with velocity (4 columns) from a corpus; scoring gives each model
+    the columns it reads (:func:`musicrnn.sequences.match_features`)."""
     if isinstance(corpus, NoteCorpus):
-        return [corpus.features(int(i)) for i in corpus.indices(split)]
+        return [piece_features(corpus, int(i), velocity=True) for i in corpus.indices(split)]
     return [np.asarray(p, dtype=np.float32) for p in corpus]
 
 
@@ -1010,11 +1140,13 @@ def _windowed_logits(model, pieces: list[np.ndarray], positions: list[np.ndarray
     rows = [(i, int(t)) for i in range(len(pieces)) for t in positions[i]]
     out = []
     offsets = np.arange(-context, 0, dtype=np.int64)
+    width = note_features(model)
     for b in range(0, len(rows), batch_size):
         chunk = rows[b: b + batch_size]
-        x = np.zeros((batch_size if len(rows) > batch_size else len(chunk), context, 3),
+        x = np.zeros((batch_size if len(rows) > batch_size else len(chunk), context, width),
                      np.float32)  # one shape for every batch: traced once
-        x[: len(chunk)] = np.stack([pieces[i][t + offsets] for i, t in chunk])
+        x[: len(chunk)] = match_features(np.stack([pieces[i][t + offsets] for i, t in chunk]),
+                                         width)
         logits = np.asarray(last.predict_on_batch(x)["pitch"], dtype=np.float32)
         out.append(logits[: len(chunk)])
     return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
@@ -1036,9 +1168,10 @@ def _carried_logits(model, pieces: list[np.ndarray], positions: list[np.ndarray]
         batch = order[i:j]
         longest = max(len(pieces[k]) for k in batch)
         padded = 1 << max(4, (longest - 1).bit_length())  # few distinct shapes
-        x = np.zeros((len(batch), padded, 3), np.float32)
+        width = note_features(model)
+        x = np.zeros((len(batch), padded, width), np.float32)
         for r, k in enumerate(batch):
-            x[r, : len(pieces[k])] = pieces[k]
+            x[r, : len(pieces[k])] = match_features(pieces[k], width)
         logits = np.asarray(sequence.predict_on_batch(x)["pitch"], dtype=np.float32)
         for r, k in enumerate(batch):
             result[k] = logits[r, positions[k] - 1]
