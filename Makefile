@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/quick.yaml
 RUN_DIR ?=
 PYTEST_ARGS ?=
+TEST_WORKERS ?= auto  # pytest-xdist workers of `make test` (auto: one per core)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup run test test-fast bench experiments lab clean-venv
@@ -28,12 +29,12 @@ run: setup ## the main job: the notebooks in order with CONFIG into outputs/runs
 	$(BIN)/musicrnn run --config $(CONFIG) $(if $(RUN_DIR),--run-dir $(RUN_DIR)) \
 		$(if $(DATASET),--dataset $(DATASET)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-test: setup ## run the whole test suite (installs everything it needs first)
+test: setup ## run the whole test suite on every core (installs everything it needs first)
 	@bash scripts/install_system_packages.sh --browser
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: setup ## the tests without the slow ones (notebooks, training runs)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow" $(PYTEST_ARGS)
 
 bench: setup ## run the benchmarks (each ends with a RESULT line)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

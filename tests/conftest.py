@@ -14,6 +14,41 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+
+def _pin_xdist_worker() -> None:
+    """Under pytest-xdist (``make test`` runs a worker per core), keep each worker, and every
+    process it starts (kernels, commands), on cores of its own.
+
+    Timing tests (the live scheduler's) then see the machine they were written for, one core
+    that nothing else uses, and TensorFlow's thread pools of two workers do not fight over the
+    same cores. A plain ``pytest`` run is left as it is.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ... under xdist
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < count:  # more workers than cores: leave the scheduling to the system
+        return
+    index = int(worker[2:])
+    os.sched_setaffinity(0, [c for i, c in enumerate(cores) if i % count == index])
+
+
+_pin_xdist_worker()  # before any test module imports TensorFlow (its pools size to the cores)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks (its hook adds them to node ids)
+def pytest_collection_modifyitems(config, items):
+    """Group tests for pytest-xdist (``--dist loadgroup``): a test file runs on one worker, so
+    its module-scoped fixtures (trained models, corpora) are made once, and every test of the
+    notebook chain (``smoke_run``, the seven notebooks run once) runs on one worker too."""
+    for item in items:
+        if "smoke_run" in getattr(item, "fixturenames", ()):
+            group = "notebook-chain"
+        else:
+            group = item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MUSICRNN_SHARED", ROOT.parent / "shared"))
 MAESTRO_SAMPLE = SHARED / "data" / "maestro-v2-sample" / "maestro-v2.0.0"

@@ -9,12 +9,7 @@ categorical head keeps both and sampling draws one.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import keras
@@ -148,36 +143,7 @@ def test_a_categorical_model_learns_chords_where_regression_averages(chorale_not
     assert (np.abs(regression[chord]) < 0.01).mean() < (predicted_chords[chord]).mean()
 
 
-@pytest.mark.slow
-def test_a_v4_model_loads_in_a_fresh_process_with_its_registered_loss(tmp_path, chorale_notes):
-    cfg = mm.get_preset("v4", lstm_units=[32], pitch_embedding_dim=8, seq_length=20)
-    model = mm.compile_model(mm.build_model(cfg), cfg)
-    x = np.stack([chorale_notes[s:s + 20] for s in range(0, 80, 10)])
-    y = np.stack([chorale_notes[s + 1:s + 21] for s in range(0, 80, 10)])
-    model.fit(x, {"pitch": y[..., 0].astype("int32"), "step": y[..., 1], "duration": y[..., 2]},
-              epochs=1, verbose=0)
-    path = mm.save_model(model, tmp_path / "music_rnn_model.keras")
-    np.save(tmp_path / "x.npy", x)
-    expected = model.predict(x, verbose=0)
-    code = """
-        import json, sys
-        import keras, numpy as np
-        import musicrnn.model
-        model = keras.saving.load_model(sys.argv[1])
-        out = model.predict(np.load(sys.argv[2]), verbose=0)
-        np.save(sys.argv[3], out["step"])
-        print(json.dumps({"loss": model.loss["duration"] is musicrnn.model.time_class_crossentropy,
-                          "timing": musicrnn.model.infer_config(model).timing}))
-    """
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT / "lib")}
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code), str(path),
-                           str(tmp_path / "x.npy"), str(tmp_path / "step.npy")],
-                          capture_output=True, text=True, env=env, timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"loss": True,
-                                                                 "timing": "categorical"}
-    np.testing.assert_array_equal(np.load(tmp_path / "step.npy", allow_pickle=False),
-                                  expected["step"])
+# (a v4 model saved and loaded in a fresh process: tests/test_model.py, beside v3 and v5)
 
 
 # -- the sampler --------------------------------------------------------------------------------

@@ -784,6 +784,11 @@ def save_model(model: keras.Model, path: str | Path) -> Path:
     path = Path(path)
     if path.suffix != ".keras":
         raise MusicRNNError(f"save models as a .keras file, got {path.name!r}")
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not getattr(optimizer, "built", True):
+        # A compiled model that never trained: give its optimizer its (zero) state, so that the
+        # saved state matches what loading builds (Keras skips a mismatched state with a warning).
+        optimizer.build(model.trainable_variables)
     with atomic_path(path) as tmp:
         model.save(tmp, overwrite=True)
     return path
