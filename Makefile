@@ -31,10 +31,10 @@ run: setup ## the main job: the notebooks in order with CONFIG into outputs/runs
 
 test: setup ## run the whole test suite on every core (installs everything it needs first)
 	@bash scripts/install_system_packages.sh --browser
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: setup ## the tests without the slow ones (notebooks, training runs)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 bench: setup ## run the benchmarks (each ends with a RESULT line)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

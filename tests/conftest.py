@@ -37,17 +37,41 @@ def _pin_xdist_worker() -> None:
 _pin_xdist_worker()  # before any test module imports TensorFlow (its pools size to the cores)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks (its hook adds them to node ids)
-def pytest_collection_modifyitems(config, items):
-    """Group tests for pytest-xdist (``--dist loadgroup``): a test file runs on one worker, so
-    its module-scoped fixtures (trained models, corpora) are made once, and every test of the
-    notebook chain (``smoke_run``, the seven notebooks run once) runs on one worker too."""
-    for item in items:
-        if "smoke_run" in getattr(item, "fixturenames", ()):
-            group = "notebook-chain"
-        else:
-            group = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+NOTEBOOK_CHAIN_FILES = ("test_notebook_0", "test_notebooks.py")  # the files that read smoke_run
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit a pytest-xdist worker takes whole: a test file, so that its module-scoped
+    fixtures (trained models, corpora) are made once; and every file of the notebook chain
+    together, so that ``smoke_run`` (the seven notebooks, run once) is made by one worker."""
+    file = nodeid.split("::", 1)[0]
+    name = file.rsplit("/", 1)[-1]
+    return "notebook-chain" if name.startswith(NOTEBOOK_CHAIN_FILES) else file
+
+
+# The longest work units (seen in `--durations`), handed out first so that no worker is left
+# with a long one at the end while the other waits.
+LONGEST_FIRST = ("notebook-chain", "tests/test_profiles.py", "tests/test_training.py",
+                 "tests/test_model.py", "tests/test_browser.py", "tests/test_generation.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``make test`` (``pytest -n auto``) hands out whole :func:`work_unit` s, longest first."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByWorkUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+        def _assign_work_unit(self, node) -> None:
+            for unit in reversed(LONGEST_FIRST):
+                if unit in self.workqueue:
+                    self.workqueue.move_to_end(unit, last=False)
+            super()._assign_work_unit(node)
+
+    return ByWorkUnit(config, log)
+
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MUSICRNN_SHARED", ROOT.parent / "shared"))
