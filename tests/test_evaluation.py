@@ -14,18 +14,11 @@ import pytest
 
 from musicrnn import evaluation as ev
 from musicrnn.errors import MusicRNNError
+from note_support import piece as _piece
 from musicrnn.model import build_model, get_preset
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def _piece(pitches, step=0.25, duration=0.5, velocity=None) -> np.ndarray:
-    pitches = np.asarray(pitches, dtype=float)
-    columns = [pitches, np.full(len(pitches), step), np.full(len(pitches), duration)]
-    if velocity is not None:
-        columns.append(np.broadcast_to(np.asarray(velocity, dtype=float), pitches.shape))
-    return np.column_stack(columns)
 
 
 def _tiny_model(seq_length: int = 8, targets: str = "last", pitch_input: str = "scalar",

@@ -11,14 +11,7 @@ import pytest
 
 from musicrnn import statistics as st
 from musicrnn.errors import MusicRNNError
-
-
-def _piece(pitches, step=0.25, duration=0.5, velocity=None) -> np.ndarray:
-    pitches = np.asarray(pitches, dtype=float)
-    columns = [pitches, np.full(len(pitches), step), np.full(len(pitches), duration)]
-    if velocity is not None:
-        columns.append(np.broadcast_to(np.asarray(velocity, dtype=float), pitches.shape))
-    return np.column_stack(columns)
+from note_support import piece as _piece
 
 
 @pytest.fixture(scope="module")
