@@ -75,17 +75,15 @@ def corpus_pieces(corpus: Any, split: str | None = None, *, velocity: bool = Fal
     """The pieces of one split of a ``NoteCorpus`` as note arrays: ``(n, 3)`` raw (pitch, step,
     duration), or ``(n, 4)`` with each note's MIDI velocity last when ``velocity`` (what a model
     that reads velocity needs)."""
-    pieces = [np.asarray(p, dtype=np.float64) for p in corpus.iter_features(split)]
     if not velocity:
-        return [p[:, :3] for p in pieces]
-    if all(p.shape[1] >= 4 for p in pieces):
-        return [p[:, :4] for p in pieces]
-    column = corpus.columns.get("velocity")
-    if column is None:
+        return [np.asarray(p, dtype=np.float64) for p in corpus.iter_features(split)]
+    if "velocity" not in corpus.columns:
         raise MusicRNNError(f"{corpus.dataset}'s note tables hold no velocity; extract them again "
                             "(musicrnn extract NAME --force) to evaluate a velocity model")
-    return [np.column_stack([p[:, :3], column[corpus.offsets[i]:corpus.offsets[i + 1]]])
-            for p, i in zip(pieces, corpus.indices(split))]
+    from .sequences import piece_features
+
+    return [piece_features(corpus, int(i), velocity=True).astype(np.float64)
+            for i in corpus.indices(split)]
 
 
 def _concat(pieces: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
