@@ -721,6 +721,8 @@ def test_v5_is_v4_with_categorical_velocity():
 
 @pytest.mark.parametrize("changes, message", [
     ({"velocity": "loud"}, "velocity must be 'none' or 'categorical'"),
+    ({"lr_schedule": "linear"}, "lr_schedule must be 'plateau' or 'cosine'"),
+    ({"lr_schedule": 3}, "lr_schedule must be a string"),
     ({"velocity_bins": 1}, "velocity_bins must be 2-127"),
     ({"velocity_bins": 200}, "velocity_bins must be 2-127"),
     ({"velocity_bins": 32.5}, "velocity_bins must be an integer"),

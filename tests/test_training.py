@@ -26,7 +26,7 @@ from musicrnn.model import get_preset, load_run
 from musicrnn.notes import NoteCorpus
 from musicrnn.sequences import make_dataset
 from musicrnn.training import (
-    learning_curve, pitch_nll, read_history_rows, state_drift, train,
+    cosine_rate, learning_curve, pitch_nll, read_history_rows, state_drift, train,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,6 +102,51 @@ def test_overfits_one_small_batch(corpus, tmp_path):
     assert result.steps == 120 and len(history) == 3
     assert history["val_pitch_loss"].iloc[0] > 1.0  # it started far from the answer
     assert history["val_pitch_loss"].min() < 0.3, history[["pitch_loss", "val_pitch_loss"]]
+
+
+# -- learning-rate schedules -----------------------------------------------------------------
+
+
+def test_the_cosine_rate_falls_from_the_peak_to_its_floor():
+    assert cosine_rate(0.01, 0.0, floor=0.02) == pytest.approx(0.01)
+    assert cosine_rate(0.01, 0.5, floor=0.02) == pytest.approx(0.0051)
+    assert cosine_rate(0.01, 1.0, floor=0.02) == pytest.approx(0.0002)
+    assert cosine_rate(0.01, 7.0, floor=0.02) == pytest.approx(0.0002)  # clipped to the end
+    rates = [cosine_rate(1.0, f / 10) for f in range(11)]
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+
+
+def test_a_cosine_schedule_decays_over_the_steps(corpus, tmp_path):
+    """Under lr_schedule="cosine" the rate of every validation follows the cosine of the share
+    of the steps done, and ends at the floor where the passes end."""
+    config = tiny(lr_schedule="cosine", epochs=4)
+    result = train(config, "bach-chorales", tmp_path / "run", corpus=corpus, validate_every=15,
+                   progress=False)
+    history = result.history
+    rates = list(history["learning_rate"])
+    assert len(rates) >= 2 and all(a > b for a, b in zip(rates, rates[1:])), rates
+    assert rates[0] == pytest.approx(cosine_rate(config.learning_rate, 10 / result.total_steps))
+    # set every 10 steps, before the step: the last rate is that of the last multiple of 10
+    last = (result.total_steps - 1) // 10 * 10
+    assert rates[-1] == pytest.approx(cosine_rate(config.learning_rate, last / result.total_steps),
+                                      rel=1e-5)
+    assert float(result.model.optimizer.learning_rate.numpy()) == pytest.approx(rates[-1],
+                                                                                rel=1e-5)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["results"][
+        "lr_schedule"] == "cosine"
+
+
+def test_a_time_budget_ends_training_and_drives_the_cosine(corpus, tmp_path):
+    """With budget_seconds shorter than the passes, the time ends training and the cosine
+    decays over the time: the rate is near its floor when the budget runs out."""
+    config = tiny(lr_schedule="cosine", epochs=1000)
+    result = train(config, "bach-chorales", tmp_path / "run", corpus=corpus, validate_every=20,
+                   progress=False, budget_seconds=3.0)
+    assert result.stopped_by_budget and result.steps < result.total_steps
+    assert result.steps / result.total_steps < 0.5  # so the time, not the steps, set the rate
+    assert result.history["learning_rate"].iloc[-1] < 0.1 * config.learning_rate
+    with pytest.raises(MusicRNNError, match="budget must be > 0 seconds"):
+        train(config, "bach-chorales", tmp_path / "other", corpus=corpus, budget_seconds=0)
 
 
 # -- epochs are passes -------------------------------------------------------------------------

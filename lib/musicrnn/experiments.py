@@ -1,7 +1,7 @@
 """The same-budget comparison of presets: ``musicrnn experiments`` / ``make experiments``.
 
 Several models (presets with optional field overrides, from ``configs/experiments-*.yaml``) are
-trained on the same data for the same wall-clock budget each (:func:`time_budget_callback`),
+trained on the same data for the same wall-clock budget each (``train(budget_seconds=...)``),
 then evaluated on the very same held-out notes (:func:`musicrnn.evaluation.evaluate_model`), and
 the experiment log is written: a table of every model beside the n-gram baselines, the goals
 each model meets, and the figures. It uses training and evaluation; neither uses it.
@@ -24,42 +24,9 @@ from .evaluation import (
     held_out_split,
     markdown_table,
 )
+from .training import time_budget_callback  # noqa: F401  (its home before training took budgets)
 
 __all__ = ["time_budget_callback", "load_experiment_config", "run_experiments"]
-
-
-def time_budget_callback(seconds: float) -> Any:
-    """A Keras callback that stops training once ``seconds`` of wall-clock time have passed.
-
-    The clock starts when the first training step has finished (so the one-off graph tracing is
-    not charged) and counts everything after it, validation included. It stops after the batch
-    that crosses the budget; Keras still runs that period's validation, and early stopping then
-    restores the best weights, so every model leaves with its best validated weights however far
-    it got.
-    """
-    import keras
-
-    if not seconds > 0:
-        raise MusicRNNError(f"the training budget must be > 0 seconds, got {seconds}")
-
-    class TimeBudget(keras.callbacks.Callback):
-        def __init__(self, budget: float):
-            super().__init__()
-            self.budget = float(budget)
-            self.started: float | None = None
-            self.stopped = False
-
-        def on_train_begin(self, logs=None):
-            self.started = None
-
-        def on_train_batch_end(self, batch, logs=None):
-            if self.started is None:
-                self.started = time.perf_counter()
-            elif time.perf_counter() - self.started >= self.budget:
-                self.stopped = True
-                self.model.stop_training = True
-
-    return TimeBudget(seconds)
 
 
 def load_experiment_config(path: str | Path) -> dict[str, Any]:
@@ -169,10 +136,9 @@ def run_experiments(config: str | Path | dict[str, Any], out_dir: str | Path | N
         if progress:
             print(f"== {name}: {model_config.pitch_input} pitch input, {model_config.targets} "
                   f"targets, LSTM {list(model_config.lstm_units)}; budget {budget:g} s")
-        budget_cb = time_budget_callback(budget)
         started = time.perf_counter()
         result = train(model_config, cfg["dataset"], run_dir, data_dir=data_dir,
-                       max_files=cfg["max_files"], corpus=corpus, callbacks=[budget_cb],
+                       max_files=cfg["max_files"], corpus=corpus, budget_seconds=budget,
                        progress=2 if progress else 0, **cfg["train"])
         wall = time.perf_counter() - started
         report = evaluate_model(
@@ -194,7 +160,7 @@ def run_experiments(config: str | Path | dict[str, Any], out_dir: str | Path | N
             "passes": round(float(result.passes), 2),
             "train_seconds": round(float(result.train_seconds), 1),
             "wall_seconds": round(wall, 1) if not result.already_complete else math.nan,
-            "stopped_by_budget": bool(budget_cb.stopped),
+            "stopped_by_budget": result.stopped_by_budget,
             **_history_row(result.history, result.best_validation),
             "heldout_pitch_nll": m["pitch_nll"],
             "heldout_perplexity": m["perplexity"],

@@ -73,6 +73,9 @@ HISTORY_FILE = "history.csv"
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_CONFIG_FILE = "model_config.json"  # what notebook 03 writes: the chosen ModelConfig alone
 
+LR_SCHEDULES = ("plateau", "cosine")  # ModelConfig.lr_schedule
+LR_FLOOR = 0.02  # where lr_schedule="cosine" ends, as a fraction of learning_rate
+
 ORIGINAL_LOSS_NAME = "mse_with_positive_pressure"  # the original's plain, unregistered function
 ORIGINAL_HEAD_ORDER = ("duration", "pitch", "step")  # Keras sorts dict outputs: dense, dense_1, ...
 
@@ -106,7 +109,11 @@ class ModelConfig:
     duration_loss_weight: float = 1.0  # weight of the duration MSE (with positive pressure)
     velocity_loss_weight: float = 1.0  # weight of the velocity cross-entropy (velocity models)
     # -- optimisation ---------------------------------------------------------------------------
-    learning_rate: float = 0.001  # Adam learning rate
+    learning_rate: float = 0.001  # Adam learning rate (the peak, under lr_schedule="cosine")
+    lr_schedule: str = "plateau"  # "plateau": halve the rate after reduce_lr_patience
+    #                     validations without improvement; "cosine": decay it from learning_rate
+    #                     to LR_FLOOR x learning_rate along a half cosine over the run's length
+    #                     (its steps, or its time budget when that ends it first)
     batch_size: int = 64  # windows per batch
     epochs: int = 50  # upper bound; early stopping usually ends training sooner
     clipnorm: float | None = 1.0  # gradient clipping by norm (None: off)
@@ -167,6 +174,8 @@ class ModelConfig:
             problems.append("at least one loss weight must be > 0")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             problems.append(f"learning_rate must be a finite number > 0, got {self.learning_rate}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule must be 'plateau' or 'cosine', got {self.lr_schedule!r}")
         if self.clipnorm is not None and not (math.isfinite(self.clipnorm) and self.clipnorm > 0):
             problems.append(f"clipnorm must be > 0 or None, got {self.clipnorm}")
         for name in ("batch_size", "epochs", "window_shift"):
@@ -243,6 +252,7 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "step_loss_weight": ((int, float), "a number"),
     "duration_loss_weight": ((int, float), "a number"),
     "learning_rate": ((int, float), "a number"),
+    "lr_schedule": ((str,), "a string"),
     "batch_size": ((int,), "an integer"),
     "epochs": ((int,), "an integer"),
     "early_stopping_patience": ((int,), "an integer"),
@@ -353,7 +363,7 @@ DEFAULT_PRESET = "v2"  # the issue's default: the original's last design
 # Config fields added after runs were written, with what a config.json without them means (a
 # resumed or finished older run is then recognised as the same run).
 ADDED_FIELDS: dict[str, Any] = {"velocity": "none", "velocity_bins": VELOCITY_BINS,
-                                "velocity_loss_weight": 1.0}
+                                "velocity_loss_weight": 1.0, "lr_schedule": "plateau"}
 
 # What the original notes ("Optimization Changes Summary") give as parameter counts.
 ORIGINAL_NOTES_PARAMS: dict[str, int] = {"baseline": 199_000, "v1": 199_000, "v2": 528_000}

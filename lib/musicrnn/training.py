@@ -48,7 +48,7 @@ import numpy as np
 from . import paths
 from .errors import MusicRNNError
 from .model import (
-    ADDED_FIELDS, CHECKPOINTS_DIR, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, ModelConfig,
+    ADDED_FIELDS, CHECKPOINTS_DIR, CONFIG_FILE, HISTORY_FILE, LR_FLOOR, MODEL_FILE, ModelConfig,
     build_model, compile_model, get_preset, note_features, transfer_weights,
     with_sequence_outputs, write_run_files,
 )
@@ -93,6 +93,7 @@ class TrainResult:
     #                                     lowest validation loss: the weights kept
     best_val_loss: float | None = None  # that validation loss
     stopped_early: bool = False  # early stopping ended training before the step budget
+    stopped_by_budget: bool = False  # the time budget (budget_seconds) ended training
     terminated_on_nan: bool = False  # a NaN loss stopped training (best weights kept)
     already_complete: bool = False  # the run directory held this finished run; nothing trained
     steps: int = 0  # optimiser steps taken in total
@@ -271,6 +272,52 @@ def _worker_dir(run_dir: Path, strategy: Any) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Callbacks
 # ---------------------------------------------------------------------------------------------
+
+
+def time_budget_callback(seconds: float) -> Any:
+    """A Keras callback that stops training once ``seconds`` of wall-clock time have passed.
+
+    The clock starts when the first training step has finished (so the one-off graph tracing is
+    not charged) and counts everything after it, validation included. It stops after the batch
+    that crosses the budget; Keras still runs that period's validation, and early stopping then
+    restores the best weights, so every model leaves with its best validated weights however far
+    it got. :meth:`fraction` is the share of the budget spent (the cosine schedule reads it).
+    """
+    import keras
+
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise MusicRNNError(f"the training budget must be > 0 seconds, got {seconds!r}")
+
+    class TimeBudget(keras.callbacks.Callback):
+        def __init__(self, budget: float):
+            super().__init__()
+            self.budget = float(budget)
+            self.started: float | None = None
+            self.stopped = False
+
+        def on_train_begin(self, logs=None):
+            self.started = None
+
+        def fraction(self) -> float:
+            if self.started is None:
+                return 0.0
+            return min(1.0, (time.perf_counter() - self.started) / self.budget)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.started is None:
+                self.started = time.perf_counter()
+            elif time.perf_counter() - self.started >= self.budget:
+                self.stopped = True
+                self.model.stop_training = True
+
+    return TimeBudget(seconds)
+
+
+def cosine_rate(peak: float, fraction: float, floor: float = LR_FLOOR) -> float:
+    """The learning rate ``fraction`` (0-1) of the way through a cosine schedule: ``peak`` at
+    0, ``floor x peak`` at 1, half a cosine in between."""
+    f = min(max(float(fraction), 0.0), 1.0)
+    return float(peak) * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * f)))
 
 
 def _callbacks():  # classes built on first use
@@ -509,7 +556,32 @@ def _callbacks():  # classes built on first use
         def on_train_end(self, logs=None):
             pass  # the caller removes the backup once the run directory is written
 
-    return Clock, Progress, HistoryCSV, ValidationCheckpoint, RunBackup
+    class CosineSchedule(keras.callbacks.Callback):
+        """``lr_schedule="cosine"``: before every step, sets the learning rate to
+        :func:`cosine_rate` at the run's progress -- the larger of the share of its steps done
+        and the share of its time budget spent (``budget``: a :func:`time_budget_callback`), so
+        the rate reaches its floor where training actually ends. A resumed run picks it up from
+        its restored step count."""
+
+        def __init__(self, peak: float, clock: Clock, budget=None, every: int = 10):
+            super().__init__()
+            self.peak, self.clock, self.budget, self.every = float(peak), clock, budget, every
+            self.rate = float(peak)
+
+        def fraction(self) -> float:
+            done = self.clock.steps / max(self.clock.total_steps, 1)
+            return max(done, self.budget.fraction() if self.budget is not None else 0.0)
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.clock.steps % self.every == 0:  # an assignment per step would cost ~2%
+                self.rate = cosine_rate(self.peak, self.fraction())
+                self.model.optimizer.learning_rate.assign(self.rate)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:  # history.csv's learning_rate column: the rate of the last step
+                logs["learning_rate"] = self.rate
+
+    return Clock, Progress, HistoryCSV, ValidationCheckpoint, RunBackup, CosineSchedule
 
 
 def _save_weights_atomic(model, path: Path, weights: list | None = None) -> None:
@@ -719,6 +791,7 @@ def train(
     keep_checkpoints: int = 5,
     progress: bool | int = True,
     callbacks: list | None = None,
+    budget_seconds: float | None = None,
 ) -> TrainResult:
     """Train a model and write its run directory; resume it if it was interrupted.
 
@@ -751,6 +824,9 @@ def train(
         progress: a progress bar over the whole run with the time left (``True``/1), one line
             per validation with the time left (2), or nothing (0/False).
         callbacks: more Keras callbacks.
+        budget_seconds: also stop after this many seconds of wall-clock training, validation
+            included (:func:`time_budget_callback`); a ``cosine`` schedule then decays over
+            whichever ends first, the steps or the time.
 
     Returns:
         A :class:`TrainResult`.
@@ -769,6 +845,7 @@ def train(
         raise MusicRNNError(f"validate_every must be a positive number of steps, got "
                             f"{validate_every!r}")
     dtype_policy(mixed_precision)  # refuse a bad value before anything is written
+    budget = time_budget_callback(budget_seconds) if budget_seconds is not None else None
     if tensorboard:
         import importlib.util
 
@@ -830,7 +907,7 @@ def train(
     train_tf = train_data.to_tf(start_step=start_step)
     val_tf = val_data.to_tf()
 
-    Clock, Progress, HistoryCSV, ValidationCheckpoint, RunBackup = _callbacks()
+    Clock, Progress, HistoryCSV, ValidationCheckpoint, RunBackup, CosineSchedule = _callbacks()
     clock = Clock(total_steps, steps_per_pass, steps=start_step)
     early = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True)
@@ -841,7 +918,12 @@ def train(
                                       enabled=chief)
     nan_guard = keras.callbacks.TerminateOnNaN()
     backup = RunBackup(backup_dir, early, plateau, clock, checkpoint)
-    callback_list = [clock, nan_guard, early, plateau, history_csv, checkpoint]
+    # The schedule: the plateau rule halves the rate, or a cosine sets it before every step.
+    schedule = (CosineSchedule(config.learning_rate, clock, budget)
+                if config.lr_schedule == "cosine" else plateau)
+    callback_list = [clock, nan_guard, early, schedule, history_csv, checkpoint]
+    if budget is not None:
+        callback_list.insert(1, budget)
     if progress and chief:  # after the clock, which counts the steps it shows
         callback_list.insert(1, Progress(clock, bar=progress != 2))
     if tensorboard and chief:
@@ -875,7 +957,8 @@ def train(
         run_dir=run_dir, model=model, config=config, history=history,
         resumed_after=resumed_after, validations=validations, best_validation=best_validation,
         best_val_loss=best_val, stopped_early=bool(early.stopped_epoch) and not terminated,
-        terminated_on_nan=terminated, steps=steps, passes=steps / steps_per_pass,
+        terminated_on_nan=terminated, stopped_by_budget=bool(budget and budget.stopped),
+        steps=steps, passes=steps / steps_per_pass,
         total_steps=total_steps, steps_per_pass=steps_per_pass, validate_every=period,
         train_seconds=seconds, windows_per_second=windows_per_s,
         target_notes_per_second=windows_per_s * per_window,
@@ -893,7 +976,10 @@ def train(
                 "validations": validations, "steps": steps, "passes": steps / steps_per_pass,
                 "total_steps": total_steps, "best_validation": best_validation,
                 "best_val_loss": best_val, "stopped_early": result.stopped_early,
-                "terminated_on_nan": terminated, "train_seconds": round(seconds, 3),
+                "terminated_on_nan": terminated,
+                "stopped_by_budget": result.stopped_by_budget,
+                "lr_schedule": config.lr_schedule,
+                "train_seconds": round(seconds, 3),
                 "windows_per_second": round(windows_per_s, 2),
                 "target_notes_per_second": round(result.target_notes_per_second, 2),
                 "strategy": result.strategy, "replicas": result.replicas,
