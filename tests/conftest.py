@@ -21,8 +21,11 @@ def _pin_xdist_worker() -> None:
 
     Timing tests (the live scheduler's) then see the machine they were written for, one core
     that nothing else uses, and TensorFlow's thread pools of two workers do not fight over the
-    same cores. A plain ``pytest`` run is left as it is.
+    same cores. A plain ``pytest`` run is left as it is, and so is a run with
+    ``MUSICRNN_TEST_PIN=0``.
     """
+    if os.environ.get("MUSICRNN_TEST_PIN", "1") == "0":
+        return
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ... under xdist
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
     if not worker.startswith("gw") or count < 2 or not hasattr(os, "sched_setaffinity"):
@@ -52,7 +55,8 @@ def work_unit(nodeid: str) -> str:
 # The longest work units (seen in `--durations`), handed out first so that no worker is left
 # with a long one at the end while the other waits.
 LONGEST_FIRST = ("notebook-chain", "tests/test_profiles.py", "tests/test_training.py",
-                 "tests/test_model.py", "tests/test_browser.py", "tests/test_generation.py")
+                 "tests/test_model.py", "tests/test_distribution.py", "tests/test_browser.py",
+                 "tests/test_generation.py")
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -90,3 +90,45 @@ def test_experiments_train_on_one_budget_and_write_the_log(chorale_run, tmp_path
     assert log.loc["markov1", "heldout_note_nll"] < log.loc["unigram", "heldout_note_nll"]
     assert isinstance(summary["goal_beats_best_ngram"], bool)
     assert "## Goals" in (out / "experiment_log.md").read_text()
+
+
+# -- scripts/short_run.py: a design for a short budget ----------------------------------------
+
+
+def _short_run():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "short_run.py"
+    spec = importlib.util.spec_from_file_location("short_run", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_short_run_trains_for_its_budget_and_scores_fixed_notes(chorale_run, tmp_path, capsys):
+    status = _short_run().main([
+        "--dataset", "bach-chorales", "--data-dir", str(chorale_run["data_dir"]),
+        "--preset", "v4", "--set", "lstm_units=[8]", "--set", "seq_length=8",
+        "--set", "pitch_embedding_dim=4", "--set", "lr_schedule=cosine", "--seconds", "2",
+        "--validate-every", "5", "--context", "8", "--min-position", "16",
+        "--run-dir", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert status == 0, out[-2000:]
+    result = dict(kv.split("=") for kv in out.strip().splitlines()[-1].split()[1:])
+    assert result["split"] == "validation"  # never the test pieces: designs are chosen on these
+    assert int(result["steps"]) > 0 and float(result["pitch_nll"]) > 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"]["lr_schedule"] == "cosine" and config["model"]["lstm_units"] == [8]
+    assert config["results"]["stopped_by_budget"]
+
+
+def test_short_run_refuses_bad_input_on_one_line(tmp_path, capsys):
+    short_run = _short_run()
+    with pytest.raises(SystemExit) as exit_info:
+        short_run.main(["--dataset", "x", "--run-dir", str(tmp_path), "--set", "no-equals"])
+    assert exit_info.value.code == 2
+    assert short_run.main(["--dataset", "bach-chorales", "--run-dir", str(tmp_path / "r"),
+                           "--set", "lr_schedule=linear"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: invalid model config: lr_schedule must be")

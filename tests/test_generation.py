@@ -690,3 +690,22 @@ def test_cli_writes_each_notes_velocity_to_the_midi_file(velocity_chorale_run, t
     expected = sorted((int(p), int(v)) for p, v in notes[:, [0, 3]])
     assert written == expected  # every note at its own generated velocity
     assert len({v for _, v in written}) > 1  # a hot velocity temperature: more than the one
+
+
+def test_a_piece_of_so_many_seconds(generator):
+    """generate(seconds=) draws until a note starts at that time: every kept note starts
+    before it, the next one would not, and the same seed gives the same first notes."""
+    longer = generator.generate(400, seed=9, temperature=1.0)
+    piece = generator.generate(400, seed=9, temperature=1.0, seconds=6.0)
+    starts = np.cumsum(longer[:, 1], dtype=np.float64)
+    n = len(piece)
+    assert 0 < n < 400, "6 s of chorale is fewer than 400 notes"
+    np.testing.assert_array_equal(piece, longer[:n])  # the same draws, cut
+    assert starts[n - 1] < 6.0 <= starts[n]
+    capped = generator.generate(5, seed=9, seconds=600.0)  # num_notes caps a long wish
+    np.testing.assert_array_equal(capped, longer[:5])
+    for bad in (0, -1.0, float("nan"), "long", True):
+        with pytest.raises(MusicRNNError, match="seconds must be a number > 0"):
+            generator.generate(10, seconds=bad)
+    with pytest.raises(MusicRNNError, match="batch_size=1"):
+        generator.generate(10, seconds=5.0, batch_size=2)

@@ -1,6 +1,6 @@
-"""Training on real chorales with tiny models: learning, epochs that are passes, the run
-directory, progress, resuming after a kill, distribution (two logical CPUs, two workers on
-loopback), held-out NLL, bad input."""
+"""Training on real chorales with tiny models: learning, learning-rate schedules and time
+budgets, epochs that are passes, the run directory, progress, resuming after a kill, held-out
+NLL, bad input (distribution strategies: test_distribution.py)."""
 
 from __future__ import annotations
 
@@ -11,32 +11,21 @@ import math
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from musicrnn.errors import MusicRNNError
-from musicrnn.model import get_preset, load_run
+from musicrnn.model import load_run
 from musicrnn.notes import NoteCorpus
 from musicrnn.sequences import make_dataset
 from musicrnn.training import (
     cosine_rate, learning_curve, pitch_nll, read_history_rows, state_drift, train,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(lstm_units=[16], dropout=0.0, seq_length=16, targets="all", window_shift=16,
-            batch_size=16, learning_rate=0.01, clipnorm=1.0, epochs=2, seed=3)
-
-
-def tiny(**changes):
-    """A model small enough to train in a second on the chorales."""
-    return get_preset("v2", **{**TINY, **changes})
+from training_support import TINY, job_env, script, tiny
 
 
 @pytest.fixture(scope="module")
@@ -69,19 +58,6 @@ def small_training(corpus, tmp_path_factory):
 @pytest.fixture(scope="module")
 def small_run(small_training):
     return small_training[0]
-
-
-def _script(tmp_path: Path, body: str) -> Path:
-    path = tmp_path / "job.py"
-    path.write_text(textwrap.dedent(body))
-    return path
-
-
-def _env(**extra) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0", **extra}
-    env.pop("TF_CONFIG", None)
-    env.update(extra)
-    return env
 
 
 # -- learning -----------------------------------------------------------------------------------
@@ -315,7 +291,7 @@ def test_a_killed_process_resumes_where_it_stopped(small_run, corpus, tmp_path):
     """A process SIGKILLed after its first validation resumes after it, and ends with the very
     weights of a run never interrupted."""
     corpus_path = corpus.to_npz(tmp_path / "corpus.npz")
-    job = _script(tmp_path, f"""
+    job = script(tmp_path, f"""
         import os, signal, sys
         import keras
         from musicrnn.model import ModelConfig
@@ -332,7 +308,7 @@ def test_a_killed_process_resumes_where_it_stopped(small_run, corpus, tmp_path):
               validate_every={EVERY}, progress=False, callbacks=[Kill()])
     """)
     killed = subprocess.run([sys.executable, str(job), str(tmp_path / "resumed"),
-                             str(corpus_path)], env=_env(), capture_output=True, text=True,
+                             str(corpus_path)], env=job_env(), capture_output=True, text=True,
                             timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert (tmp_path / "resumed" / "backup" / "training_state.json").is_file()
@@ -353,7 +329,7 @@ def test_the_command_resumes_after_being_killed(chorale_data, tmp_path, capsys):
                "--dataset", "bach-chorales", "--data-dir", str(chorale_data["data_dir"]),
                "--max-files", "8", "--epochs", "1", "--validate-every", "3",
                "--run-dir", str(run_dir), "--seed", "1", "--quiet"]
-    process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE,
+    process = subprocess.Popen(command, env=job_env(), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     state = run_dir / "backup" / "training_state.json"
     deadline = time.monotonic() + 240
@@ -378,123 +354,6 @@ def test_the_command_reports_bad_input_on_one_line(tmp_path):
     from musicrnn.cli import main
 
     assert main(["train", "--preset", "v9", "--run-dir", str(tmp_path / "x")]) == 2
-
-
-# -- distribution --------------------------------------------------------------------------------
-
-_DISTRIBUTED_JOB = """
-    import json, sys
-    import tensorflow as tf
-    if sys.argv[3] == "two-cpus":
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
-    from musicrnn.model import ModelConfig
-    from musicrnn.notes import NoteCorpus
-    from musicrnn.training import train
-
-    config = ModelConfig.from_json(sys.argv[4])
-    strategy = "mirrored" if sys.argv[3] == "two-cpus" else None
-    result = train(config, "bach-chorales", sys.argv[1], corpus=NoteCorpus.from_npz(sys.argv[2]),
-                   strategy=strategy, validate_every=2, progress=False)
-    print("RESULT " + json.dumps({"strategy": result.strategy, "replicas": result.replicas,
-                                  "steps": result.steps, "val_loss": result.best_val_loss}))
-"""
-
-
-def _result_line(stdout: str) -> dict:
-    line = [x for x in stdout.splitlines() if x.startswith("RESULT ")]
-    assert line, stdout[-3000:]
-    return json.loads(line[-1][len("RESULT "):])
-
-
-@pytest.mark.slow
-def test_mirrored_strategy_on_two_logical_cpus(corpus, tmp_path):
-    job = _script(tmp_path, _DISTRIBUTED_JOB)
-    corpus_path = corpus.to_npz(tmp_path / "corpus.npz")
-    config = tiny(epochs=1)
-    done = subprocess.run([sys.executable, str(job), str(tmp_path / "run"), str(corpus_path),
-                           "two-cpus", config.to_json()], env=_env(), capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = _result_line(done.stdout)
-    assert result["strategy"] == "MirroredStrategy" and result["replicas"] == 2
-    assert np.isfinite(result["val_loss"])
-    assert load_run(tmp_path / "run").config.seq_length == 16
-
-
-def test_slurm_steps_with_several_tasks_choose_the_multi_worker_strategy(monkeypatch):
-    from musicrnn.training import resolve_strategy, under_slurm
-
-    for name in ("SLURM_JOB_ID", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS",
-                 "SLURM_NPROCS", "TF_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    assert not under_slurm()
-    monkeypatch.setenv("SLURM_JOB_ID", "123")
-    monkeypatch.setenv("SLURM_PROCID", "0")
-    monkeypatch.setenv("SLURM_NTASKS", "1")
-    assert not under_slurm(), "a single-task job trains on its own"
-    assert resolve_strategy() is None  # no GPUs here, one task: no strategy at all
-    monkeypatch.setenv("SLURM_NTASKS", "2")
-    assert under_slurm()
-    with pytest.raises(MusicRNNError, match="TF_CONFIG"):
-        resolve_strategy("multiworker")
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-@pytest.mark.slow
-def test_multi_worker_strategy_with_two_processes_on_loopback(corpus, tmp_path):
-    job = _script(tmp_path, _DISTRIBUTED_JOB)
-    corpus_path = corpus.to_npz(tmp_path / "corpus.npz")
-    config = tiny(epochs=1)
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    processes = []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": {"worker": workers},
-                                "task": {"type": "worker", "index": index}})
-        processes.append(subprocess.Popen(
-            [sys.executable, str(job), str(tmp_path / "run"), str(corpus_path), "workers",
-             config.to_json()], env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True))
-    outputs = []
-    try:
-        for p in processes:
-            out, err = p.communicate(timeout=300)
-            outputs.append((p.returncode, out, err))
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-    for code, out, err in outputs:
-        assert code == 0, err[-3000:]
-        result = _result_line(out)
-        assert result["strategy"] == "MultiWorkerMirroredStrategy" and result["replicas"] == 2
-    chief, other = (_result_line(o[1]) for o in outputs)
-    assert chief["val_loss"] == pytest.approx(other["val_loss"], rel=1e-5)
-    assert (tmp_path / "run" / "music_rnn_model.keras").is_file()
-    assert not list((tmp_path / "run").glob(".worker-*")), "workers clean up after themselves"
-
-
-def test_mixed_precision_trains_and_leaves_the_global_policy_alone(corpus, tmp_path):
-    import keras
-
-    result = train(tiny(epochs=1), "bach-chorales", tmp_path / "run", corpus=corpus,
-                   mixed_precision=True, validate_every=3, progress=False)
-    assert result.model.get_layer("lstm_1").dtype_policy.name == "mixed_bfloat16"  # no GPU here
-    assert np.isfinite(result.best_val_loss)
-    assert keras.config.dtype_policy().name == "float32"
-    assert load_run(tmp_path / "run").model.get_layer("lstm_1").dtype_policy.name == (
-        "mixed_bfloat16")
 
 
 # -- held-out likelihood ------------------------------------------------------------------------

@@ -774,6 +774,9 @@ def check_top_p(top_p: float | None) -> float | None:
     return None if value == 1.0 else value
 
 
+SECONDS_CHUNK = 256  # notes drawn at a time by Generator.generate(seconds=...)
+
+
 def check_num_notes(num_notes: int) -> int:
     """``num_notes`` as an int, or a clear error when it is not 1 .. :data:`MAX_NUM_NOTES`."""
     if isinstance(num_notes, bool):
@@ -1320,15 +1323,39 @@ class Generator:
 
     def generate(self, num_notes: int, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, seed: int | None = None, batch_size: int = 1,
-                 **options: Any) -> np.ndarray:
+                 seconds: float | None = None, **options: Any) -> np.ndarray:
         """Generate from the primer: ``(num_notes, 3)`` raw notes, ``(batch, num_notes, 3)`` for
         ``batch_size > 1`` (4 columns, velocity last, for a velocity model; ``options`` such
-        as ``velocity_temperature`` go to :meth:`sampler`)."""
+        as ``velocity_temperature`` go to :meth:`sampler`).
+
+        ``seconds`` asks for a piece of that length instead (one stream): notes are drawn, the
+        state carried, until one starts at ``seconds`` or later; the piece is every note that
+        starts before it, ``num_notes`` at most. The same seed gives the same first notes
+        whatever the length asked for.
+        """
         num_notes = check_num_notes(num_notes)
+        if seconds is not None:
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
+                    math.isfinite(seconds) and seconds > 0):
+                raise MusicRNNError(f"seconds must be a number > 0, got {seconds!r}")
+            if batch_size != 1:
+                raise MusicRNNError("seconds= makes one piece: use batch_size=1")
         sampler = self.sampler(batch_size=batch_size, seed=seed, **options)
         sampler.prime(self.primer)
-        notes = sampler.sample(num_notes, temperature=temperature, top_k=top_k, top_p=top_p)
-        return notes[0] if batch_size == 1 else notes
+        if seconds is None:
+            notes = sampler.sample(num_notes, temperature=temperature, top_k=top_k, top_p=top_p)
+            return notes[0] if batch_size == 1 else notes
+        chunks, onset = [], 0.0
+        while sum(len(c) for c in chunks) < num_notes:
+            chunk = sampler.sample(min(SECONDS_CHUNK, num_notes - sum(len(c) for c in chunks)),
+                                   temperature=temperature, top_k=top_k, top_p=top_p)[0]
+            starts = onset + np.cumsum(chunk[:, 1], dtype=np.float64)
+            inside = int(np.searchsorted(starts, seconds, side="left"))
+            chunks.append(chunk[:inside])
+            if inside < len(chunk):
+                break
+            onset = float(starts[-1])
+        return np.concatenate(chunks)
 
     def with_primer(self, primer: np.ndarray, source: str) -> "Generator":
         """The same model with another primer."""
