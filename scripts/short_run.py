@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, help="dataset name or local:DIR")
     parser.add_argument("--data-dir", help="data folder holding the note cache")
+    parser.add_argument("--max-files", type=int, help="use a subset of N files")
     parser.add_argument("--preset", default="v5")
     parser.add_argument("--set", dest="fields", type=_field, action="append", default=[],
                         metavar="FIELD=VALUE", help="a ModelConfig field (JSON value)")
@@ -63,12 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         config = get_preset(args.preset, dropout=0.0, epochs=2, **dict(args.fields))
         if args.context < 1 or args.min_position < args.context:
             raise MusicRNNError("--context must be >= 1 and --min-position >= --context")
-        corpus = load_corpus(args.dataset, data_dir=args.data_dir)
+        corpus = load_corpus(args.dataset, data_dir=args.data_dir, max_files=args.max_files)
         if not len(corpus.indices("validation")):
             raise MusicRNNError(f"{args.dataset} has no validation pieces to score designs on")
         started = time.perf_counter()
         result = train(config, args.dataset, args.run_dir, data_dir=args.data_dir,
-                       corpus=corpus, budget_seconds=args.seconds,
+                       max_files=args.max_files, corpus=corpus, budget_seconds=args.seconds,
                        validate_every=args.validate_every, progress=2)
         split = "validation"  # designs are chosen on validation pieces, never on the test ones
         held_out = ev.corpus_pieces(corpus, split, velocity=config.velocity != "none")

@@ -109,7 +109,7 @@ def _short_run():
 def test_short_run_trains_for_its_budget_and_scores_fixed_notes(chorale_run, tmp_path, capsys):
     status = _short_run().main([
         "--dataset", "bach-chorales", "--data-dir", str(chorale_run["data_dir"]),
-        "--preset", "v4", "--set", "lstm_units=[8]", "--set", "seq_length=8",
+        "--max-files", str(chorale_run["max_files"]), "--preset", "v4", "--set", "lstm_units=[8]", "--set", "seq_length=8",
         "--set", "pitch_embedding_dim=4", "--set", "lr_schedule=cosine", "--seconds", "2",
         "--validate-every", "5", "--context", "8", "--min-position", "16",
         "--run-dir", str(tmp_path / "run")])
