@@ -11,7 +11,8 @@
   batches, and validates every ``validate_every`` steps: the validation blocks fit inside the
   passes (one Keras "epoch" = one block; the last block is cut short where the passes end), with
   early stopping on the validation loss (patience counted in validations, best weights
-  restored), ``ReduceLROnPlateau``, ``TerminateOnNaN``, a weight checkpoint per validation, a CSV
+  restored), ``ReduceLROnPlateau`` or a cosine schedule (``lr_schedule``) over the steps or the
+  time budget (``budget_seconds``), ``TerminateOnNaN``, a weight checkpoint per validation, a CSV
   history with one row per validation (``validation``, ``steps``, ``passes``, the losses),
   optional TensorBoard and a progress bar over the whole run with the time left;
 * backs the whole training state up after every validation (weights, optimiser, learning rate,
@@ -557,7 +558,7 @@ def _callbacks():  # classes built on first use
             pass  # the caller removes the backup once the run directory is written
 
     class CosineSchedule(keras.callbacks.Callback):
-        """``lr_schedule="cosine"``: before every step, sets the learning rate to
+        """``lr_schedule="cosine"``: every ``every`` steps, sets the learning rate to
         :func:`cosine_rate` at the run's progress -- the larger of the share of its steps done
         and the share of its time budget spent (``budget``: a :func:`time_budget_callback`), so
         the rate reaches its floor where training actually ends. A resumed run picks it up from
@@ -918,7 +919,7 @@ def train(
                                       enabled=chief)
     nan_guard = keras.callbacks.TerminateOnNaN()
     backup = RunBackup(backup_dir, early, plateau, clock, checkpoint)
-    # The schedule: the plateau rule halves the rate, or a cosine sets it before every step.
+    # The schedule: the plateau rule halves the rate, or a cosine sets it every 10 steps.
     schedule = (CosineSchedule(config.learning_rate, clock, budget)
                 if config.lr_schedule == "cosine" else plateau)
     callback_list = [clock, nan_guard, early, schedule, history_csv, checkpoint]
