@@ -1345,16 +1345,16 @@ class Generator:
         if seconds is None:
             notes = sampler.sample(num_notes, temperature=temperature, top_k=top_k, top_p=top_p)
             return notes[0] if batch_size == 1 else notes
-        chunks, onset = [], 0.0
-        while sum(len(c) for c in chunks) < num_notes:
-            chunk = sampler.sample(min(SECONDS_CHUNK, num_notes - sum(len(c) for c in chunks)),
-                                   temperature=temperature, top_k=top_k, top_p=top_p)[0]
+        chunks, drawn, onset = [], 0, 0.0
+        while drawn < num_notes:
+            chunk = sampler.sample(min(SECONDS_CHUNK, num_notes - drawn), temperature=temperature,
+                                   top_k=top_k, top_p=top_p)[0]
             starts = onset + np.cumsum(chunk[:, 1], dtype=np.float64)
             inside = int(np.searchsorted(starts, seconds, side="left"))
             chunks.append(chunk[:inside])
             if inside < len(chunk):
                 break
-            onset = float(starts[-1])
+            drawn, onset = drawn + len(chunk), float(starts[-1])
         return np.concatenate(chunks)
 
     def with_primer(self, primer: np.ndarray, source: str) -> "Generator":
