@@ -194,8 +194,11 @@ def test_models_read_raw_notes_of_any_length(chorale_notes):
     for name in mm.PRESETS:
         cfg = mm.get_preset(name)
         model = mm.build_model(cfg)
-        assert [la.name for la in model.layers if la.name.startswith(("lstm", "input"))] == [
-            "input_scaling", *[f"lstm_{i}" for i in range(1, len(cfg.lstm_units) + 1)]]
+        stack = ([f"attention_{i}" for i in range(1, cfg.attention_layers + 1)]
+                 if cfg.architecture == "transformer"
+                 else [f"lstm_{i}" for i in range(1, len(cfg.lstm_units) + 1)])
+        assert [la.name for la in model.layers
+                if la.name.startswith(("lstm", "input", "attention"))] == ["input_scaling", *stack]
         notes = mm.match_features(chorale_notes, mm.note_features(cfg))  # velocity: 4 columns
         assert model.inputs[0].shape[-1] == (4 if cfg.velocity == "categorical" else 3)
         for length in (7, 33):

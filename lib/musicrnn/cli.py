@@ -22,7 +22,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_notebooks
 
     run_notebooks(args.config, run_dir=args.run_dir, upto=args.upto, dataset=args.dataset,
-                  data_dir=args.data_dir)
+                  data_dir=args.data_dir, start=args.start)
     return 0
 
 
@@ -197,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="configs/quick.yaml", help="parameter file (YAML)")
     p.add_argument("--run-dir", default=None, help="output folder (default outputs/runs/<time>)")
     p.add_argument("--upto", default=None, help="stop after this notebook, e.g. 04")
+    p.add_argument("--start", default=None, help="begin with this notebook, e.g. 05, in a run "
+                   "folder the earlier ones filled (with --run-dir)")
     p.add_argument("--dataset", default=None, help="every notebook's dataset instead of the "
                    "file's: maestro-v2, local:DIR (another copy), ...")
     p.add_argument("--data-dir", default=None, help="every notebook's data folder (default: "

@@ -187,7 +187,25 @@ def _numpy_activation(fn) -> tuple[str, Any]:
     return str(name), table[name]
 
 
-class NoteRNN:
+class _NetHeads:
+    """What the sampler reads off a NumPy network's heads (shared by the LSTM and the
+    transformer)."""
+
+    timing_width: int
+    velocity_bins: int
+
+    @property
+    def categorical_timing(self) -> bool:
+        """Whether step and duration are time-class logits (else one regressed value each)."""
+        return self.timing_width > 1
+
+    @property
+    def velocity(self) -> bool:
+        """Whether the model reads and predicts velocity (notes of 4 columns)."""
+        return self.velocity_bins > 0
+
+
+class NoteRNN(_NetHeads):
     """The arithmetic of a note model -- input scaling, stacked LSTMs, three heads (four with
     velocity) -- in NumPy.
 
@@ -315,16 +333,6 @@ class NoteRNN:
     def new_state(self, batch: int, blocks: int = 1) -> _State:
         return _State(self.layers, batch, blocks, head_width=self.heads.shape[1])
 
-    @property
-    def categorical_timing(self) -> bool:
-        """Whether step and duration are time-class logits (else one regressed value each)."""
-        return self.timing_width > 1
-
-    @property
-    def velocity(self) -> bool:
-        """Whether the model reads and predicts velocity (notes of 4 columns)."""
-        return self.velocity_bins > 0
-
     def step(self, state: _State, notes: np.ndarray,
              heads: bool | slice = True) -> np.ndarray | None:
         """Feed one raw note per stream (``(batch, 3)``, ``(batch, 4)`` with velocity); returns
@@ -431,34 +439,309 @@ class NoteRNN:
         return out.copy(), state
 
     def check_against(self, model, *, length: int = 12, batch: int = 2, seed: int = 0) -> float:
-        """Largest difference between this network and ``model`` on random raw notes.
+        """Largest difference between this network and ``model`` on random raw notes (also
+        with enough streams for the exp layout of the gates).
 
         Raises :class:`MusicRNNError` when it is larger than float32 arithmetic explains.
         """
-        rng = np.random.default_rng(seed)
-        fixed = _fixed_length(model)
-        length = fixed or length
-        columns = [
-            rng.integers(36, 90, size=(batch, length)).astype(np.float32),
-            rng.exponential(0.25, size=(batch, length)).astype(np.float32),
-            rng.exponential(0.4, size=(batch, length)).astype(np.float32),
-        ]
-        if self.features == 4:
-            columns.append(rng.integers(1, 128, size=(batch, length)).astype(np.float32))
-        notes = np.stack(columns, axis=-1)
-        ours, _ = self.run(notes)
-        theirs = keras_heads(model, notes)
-        many, _ = self.run(np.repeat(notes, -(-EXP_LAYOUT_ROWS // batch), axis=0))  # exp layout
-        scale = max(1.0, float(np.abs(theirs).max()))
-        diff = max(float(np.abs(ours - theirs).max()),
-                   float(np.abs(many[::-(-EXP_LAYOUT_ROWS // batch)] - theirs).max()))
-        if not diff <= 1e-3 * scale:
-            raise MusicRNNError(
-                f"the sampler's reading of this model disagrees with Keras by {diff:.3g}; its "
-                "layers are not the note-model layout the sampler understands (input scaling, "
-                "LSTM stack, pitch/step/duration[/velocity] heads)"
-            )
-        return diff
+        return _check_net(self, model, _fixed_length(model) or length, batch, seed,
+                          repeats=-(-EXP_LAYOUT_ROWS // batch))
+
+
+def _check_net(net, model, length: int, batch: int, seed: int, repeats: int) -> float:
+    """Largest difference between ``net``'s heads and the Keras model's after ``length`` random
+    raw notes, for ``batch`` streams and for them repeated ``repeats`` times over."""
+    rng = np.random.default_rng(seed)
+    columns = [
+        rng.integers(36, 90, size=(batch, length)).astype(np.float32),
+        rng.exponential(0.25, size=(batch, length)).astype(np.float32),
+        rng.exponential(0.4, size=(batch, length)).astype(np.float32),
+    ]
+    if net.features == 4:
+        columns.append(rng.integers(1, 128, size=(batch, length)).astype(np.float32))
+    notes = np.stack(columns, axis=-1)
+    theirs = keras_heads(model, notes)
+    with np.errstate(over="ignore"):
+        ours, _ = net.run(notes)
+        diff = float(np.abs(ours - theirs).max())
+        if repeats > 1:
+            many, _ = net.run(np.repeat(notes, repeats, axis=0))
+            diff = max(diff, float(np.abs(many[::repeats] - theirs).max()))
+    scale = max(1.0, float(np.abs(theirs).max()))
+    if not diff <= 1e-3 * scale:
+        raise MusicRNNError(
+            f"the sampler's reading of this model disagrees with Keras by {diff:.3g}; its "
+            "layers are not the note-model layout the sampler understands (input scaling, "
+            "an LSTM stack or attention blocks, pitch/step/duration[/velocity] heads)"
+        )
+    return diff
+
+
+# ---------------------------------------------------------------------------------------------
+# The transformer in NumPy: one step per note with a cache of keys and values
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _AttentionLayer:
+    """One decoder block in the sampler's layout. The layer norms' gains and biases are folded
+    into the matrices that read them, the query's 1 / sqrt(head width) into its columns, and
+    rotary positions' pair swap into four extra columns per query/key pair: ``qkv`` gives
+    ``[q, k, v, swap(q), swap(k)]``, and the turned query and key are ``[q, k] * cos +
+    [swap(q), swap(k)] * sin`` (``swap`` of a head's halves (a, b) is (-b, a))."""
+
+    qkv: np.ndarray  # (d, 5 d): normalised input -> query, key, value, swapped query and key
+    qkv_bias: np.ndarray  # (5 d,)
+    output: np.ndarray  # (d, d)
+    output_bias: np.ndarray  # (d,)
+    ff_in: np.ndarray  # (d, ff)
+    ff_in_bias: np.ndarray  # (ff,)
+    ff_out: np.ndarray  # (ff, d)
+    ff_out_bias: np.ndarray  # (d,)
+    epsilon: tuple[float, float]  # of norm_1 and norm_2
+
+
+def _swap_halves(matrix: np.ndarray, heads: int) -> np.ndarray:
+    """The columns of ``matrix`` (per head: halves a, b) rearranged as (-b, a)."""
+    rows = matrix.shape[:-1]
+    split = matrix.reshape(*rows, heads, 2, -1)
+    return np.concatenate([-split[..., 1, :], split[..., 0, :]], axis=-1).reshape(matrix.shape)
+
+
+class _AttentionState:
+    """The key/value cache of ``batch`` streams: per block, keys ``(batch, heads, head_dim,
+    capacity)`` and values ``(batch, heads, capacity, head_dim)``, written as a ring.
+
+    Every stream has read the same number of notes (``count``): the streams step together, so
+    the whole batch is reset at once.
+    """
+
+    def __init__(self, net: "NoteTransformer", batch: int):
+        self.batch = batch
+        h, hd, c = net.num_heads, net.head_dim, net.capacity
+        self.keys = [np.zeros((batch, h, hd, c), np.float32) for _ in net.layers]
+        self.values = [np.zeros((batch, h, c, hd), np.float32) for _ in net.layers]
+        self.count = 0
+        self.heads = np.zeros((batch, net.heads.shape[1]), np.float32)
+        self.top = np.ones((batch, net.model_dim + 1), np.float32)  # [normalised x, 1]
+
+    def reset(self, rows: slice = slice(None)) -> None:
+        """Empty the cache (of every stream: a transformer's streams are reset together)."""
+        if slice(None).indices(self.batch) != rows.indices(self.batch):
+            raise MusicRNNError("a transformer's sampler resets all its streams together; it "
+                                "slides its window of cached keys instead of re-priming lanes")
+        self.count = 0
+
+
+def _normalise(x: np.ndarray, epsilon: float, mean_vector: np.ndarray) -> np.ndarray:
+    """Layer normalisation without gain and bias (those are folded into the next matrix).
+
+    ``mean_vector`` is ``ones(d) / d``: row means as one matrix-vector product each, cheaper
+    than ``mean`` for the handful of rows the sampler steps.
+    """
+    centred = x - (x @ mean_vector)[:, None]
+    variance = np.square(centred) @ mean_vector
+    variance += epsilon
+    centred *= (1.0 / np.sqrt(variance))[:, None]
+    return centred
+
+
+def _read_dense(layer) -> tuple[np.ndarray, np.ndarray]:
+    return (np.asarray(_to_numpy(layer.kernel), np.float64),
+            np.asarray(_to_numpy(layer.bias), np.float64))
+
+
+def _read_norm(layer) -> tuple[np.ndarray, np.ndarray]:
+    return (np.asarray(_to_numpy(layer.gamma), np.float64),
+            np.asarray(_to_numpy(layer.beta), np.float64))
+
+
+def _fold(norm: tuple[np.ndarray, np.ndarray], kernel: np.ndarray, bias: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """A layer norm's gain and bias folded into the dense layer reading it."""
+    gain, shift = norm
+    return gain[:, None] * kernel, shift @ kernel + bias
+
+
+class NoteTransformer(_NetHeads):
+    """The arithmetic of a transformer note model (``ModelConfig.architecture ==
+    "transformer"``) in NumPy, one note per step.
+
+    Each step embeds the new note and, in every block, computes its query, key and value, turns
+    query and key by the note's rotary angle, writes key and value into the cache and attends
+    over the cached ones: the keys of earlier notes are never computed again. The cache holds
+    ``capacity`` notes: the model's ``attention_window`` when it has one, else its
+    ``seq_length``, the farthest it looked back in training. Beyond that it is a sliding
+    window: the oldest key is overwritten, so every block of every step attends over the last
+    ``capacity`` notes -- exactly the model built with ``attention_window=capacity`` (a banded
+    causal mask), run over the whole piece. Rotary positions make attention depend only on how
+    far back a key is, so positions past the training length are no problem; a deeper block's
+    cached key still carries what its note saw when it was new (as Transformer-XL's cached
+    memory does). :meth:`check_against` verifies the arithmetic against Keras.
+    """
+
+    return_sequences_top = True  # a transformer predicts after every position
+
+    def __init__(self, embedding: list[np.ndarray], layers: list[_AttentionLayer],
+                 heads: np.ndarray, *, num_heads: int, capacity: int, final_epsilon: float,
+                 timing_width: int, velocity_bins: int, features: int,
+                 rotary_base: float = 10000.0):
+        from .model import velocity_edges
+        from .timing import TIME_EDGES
+
+        self.embedding = embedding  # pitch, step-class, duration-class[, velocity-class] tables
+        self.layers = layers
+        self.heads = heads  # (d + 1, 128 + 2 w + v): [normalised x, 1] -> every head
+        self.model_dim = int(heads.shape[0] - 1)
+        self.num_heads = int(num_heads)
+        self.head_dim = self.model_dim // self.num_heads
+        self.capacity = int(capacity)
+        self.final_epsilon = float(final_epsilon)
+        self.timing_width = int(timing_width)
+        self.velocity_bins = int(velocity_bins)
+        self.features = int(features)
+        half = self.head_dim // 2
+        self.frequencies = rotary_base ** (-np.arange(half, dtype=np.float64) / half)
+        self.mean_vector = np.full(self.model_dim, 1.0 / self.model_dim, np.float32)
+        self.time_edges = np.asarray(TIME_EDGES, dtype=np.float32)
+        self.velocity_edges = velocity_edges(self.velocity_bins) if self.velocity_bins else None
+
+    @classmethod
+    def from_keras(cls, model, capacity: int | None = None) -> "NoteTransformer":
+        """Read the weights of a transformer note model (:func:`musicrnn.model.build_model`).
+
+        ``capacity``: notes the cache holds (default: the model's ``attention_window`` when it
+        has one, else its ``seq_length``).
+        """
+        from .model import ROTARY_BASE, _attention_blocks, infer_config
+
+        blocks = _attention_blocks(model)
+        if not blocks:
+            raise MusicRNNError("the model has no attention blocks; it is not a transformer")
+        config = infer_config(model)
+        capacity = int(config.attention_window or capacity or config.seq_length)
+        if capacity < 1:
+            raise MusicRNNError(f"the cache must hold at least one note, got {capacity}")
+        embedding = [np.asarray(_to_numpy(t.embeddings), np.float32)
+                     for t in model.get_layer("input_scaling").tables()]
+        scale = 1.0 / math.sqrt(blocks[0].head_dim)
+        f32 = np.float32
+        layers = []
+        for block in blocks:
+            (wq, bq), (wk, bk), (wv, bv) = (_read_dense(block.query), _read_dense(block.key),
+                                            _read_dense(block.value))
+            wq, bq, heads = wq * scale, bq * scale, block.num_heads
+            qkv, qkv_bias = _fold(
+                _read_norm(block.norm_1),
+                np.concatenate([wq, wk, wv, _swap_halves(wq, heads), _swap_halves(wk, heads)], 1),
+                np.concatenate([bq, bk, bv, _swap_halves(bq, heads), _swap_halves(bk, heads)]))
+            wo, bo = _read_dense(block.attention_output)
+            w1, b1 = _fold(_read_norm(block.norm_2), *_read_dense(block.ff_in))
+            w2, b2 = _read_dense(block.ff_out)
+            layers.append(_AttentionLayer(
+                qkv=qkv.astype(f32), qkv_bias=qkv_bias.astype(f32), output=wo.astype(f32),
+                output_bias=bo.astype(f32), ff_in=w1.astype(f32), ff_in_bias=b1.astype(f32),
+                ff_out=w2.astype(f32), ff_out_bias=b2.astype(f32),
+                epsilon=(float(block.norm_1.epsilon), float(block.norm_2.epsilon))))
+        final = model.get_layer("final_norm")
+        names = ["pitch", "step", "duration"] + (["velocity"] if config.velocity != "none" else [])
+        kernels, biases = zip(*(_read_dense(model.get_layer(name)) for name in names))
+        kernel, bias = _fold(_read_norm(final), np.concatenate(kernels, axis=1),
+                             np.concatenate(biases))
+        heads = np.ascontiguousarray(np.concatenate([kernel, bias[None, :]], axis=0), f32)
+        return cls(embedding, layers, heads, num_heads=blocks[0].num_heads, capacity=capacity,
+                   final_epsilon=float(final.epsilon), timing_width=kernels[1].shape[1],
+                   velocity_bins=kernels[3].shape[1] if len(kernels) > 3 else 0,
+                   features=4 if len(kernels) > 3 else 3, rotary_base=ROTARY_BASE)
+
+    def new_state(self, batch: int, blocks: int = 1) -> _AttentionState:
+        """An empty cache for ``batch`` streams (``blocks`` splits an LSTM's rows; unused)."""
+        return _AttentionState(self, batch)
+
+    def _embed(self, notes: np.ndarray) -> np.ndarray:
+        pitch = np.clip(np.rint(notes[:, 0]), 0, N_PITCHES - 1).astype(np.intp)
+        x = self.embedding[0][pitch]
+        x += self.embedding[1][np.searchsorted(self.time_edges, notes[:, 1], side="right")]
+        x += self.embedding[2][np.searchsorted(self.time_edges, notes[:, 2], side="right")]
+        if self.velocity_edges is not None:
+            velocity = np.rint(notes[:, 3])
+            x += self.embedding[3][np.searchsorted(self.velocity_edges, velocity, side="right")]
+        return x
+
+    def step(self, state: _AttentionState, notes: np.ndarray,
+             heads: bool | slice = True) -> np.ndarray | None:
+        """Feed one raw note per stream; returns the head outputs as :meth:`NoteRNN.step` does
+        (a view of a buffer of ``state`` that the next call overwrites)."""
+        notes = np.asarray(notes, dtype=np.float32)
+        rows = len(notes)
+        x = self._embed(notes)
+        d, h, hd = self.model_dim, self.num_heads, self.head_dim
+        mean_vector = self.mean_vector
+        position = state.count
+        slot = position % self.capacity
+        seen = min(position + 1, self.capacity)
+        angles = position * self.frequencies
+        # per query/key column: the cosine and sine of its pair's angle (the same in every head)
+        cos = np.tile(np.cos(angles), 4 * h).astype(np.float32)
+        sin = np.tile(np.sin(angles), 4 * h).astype(np.float32)
+        for layer, keys, values in zip(self.layers, state.keys, state.values):
+            qkv = _normalise(x, layer.epsilon[0], mean_vector) @ layer.qkv
+            qkv += layer.qkv_bias
+            turned = qkv[:, : 2 * d] * cos
+            turned += qkv[:, 3 * d:] * sin
+            keys[:, :, :, slot] = turned[:, d:].reshape(rows, h, hd)
+            values[:, :, slot, :] = qkv[:, 2 * d: 3 * d].reshape(rows, h, hd)
+            scores = np.matmul(turned[:, :d].reshape(rows, h, 1, hd), keys[:, :, :, :seen])
+            scores -= scores.max(axis=-1, keepdims=True)  # (rows, h, 1, seen)
+            np.exp(scores, out=scores)
+            scores *= 1.0 / scores.sum(axis=-1, keepdims=True)
+            attended = np.matmul(scores, values[:, :, :seen])  # (rows, h, 1, hd)
+            x += attended.reshape(rows, d) @ layer.output
+            x += layer.output_bias
+            hidden = _normalise(x, layer.epsilon[1], mean_vector) @ layer.ff_in
+            hidden += layer.ff_in_bias
+            np.maximum(hidden, 0.0, out=hidden)
+            x += hidden @ layer.ff_out
+            x += layer.ff_out_bias
+        state.count = position + 1
+        if heads is False:
+            return None
+        state.top[:, :d] = _normalise(x, self.final_epsilon, mean_vector)
+        if heads is True:
+            np.dot(state.top, self.heads, out=state.heads)
+            return state.heads
+        out = state.heads[heads]
+        np.dot(state.top[heads], self.heads, out=out)
+        return out
+
+    def run(self, notes: np.ndarray, state: _AttentionState | None = None
+            ) -> tuple[np.ndarray, _AttentionState]:
+        """Feed ``(batch, time, features)`` raw notes from ``state`` (an empty cache when None);
+        the head outputs after the last note (a copy) and the state."""
+        notes = match_features(notes, self.features)
+        if state is None:
+            state = self.new_state(notes.shape[0])
+        out = None
+        for t in range(notes.shape[1]):
+            out = self.step(state, notes[:, t], heads=t == notes.shape[1] - 1)
+        assert out is not None
+        return out.copy(), state
+
+    def check_against(self, model, *, length: int = 12, batch: int = 2, seed: int = 0) -> float:
+        """Largest difference between this network and ``model`` on random raw notes (within
+        the cache's capacity); a :class:`MusicRNNError` when float32 does not explain it."""
+        return _check_net(self, model, min(length, self.capacity), batch, seed, repeats=1)
+
+
+def note_network(model, config=None) -> "NoteRNN | NoteTransformer":
+    """The sampler's NumPy network for ``model``: a :class:`NoteTransformer` for a transformer
+    (its cache as long as ``config.seq_length`` when a config is given), else a
+    :class:`NoteRNN`."""
+    from .model import _attention_blocks
+
+    if _attention_blocks(model):
+        return NoteTransformer.from_keras(model, getattr(config, "seq_length", None))
+    return NoteRNN.from_keras(model)
 
 
 def _infer_config(model):
@@ -875,7 +1158,7 @@ class Sampler:
     def __init__(self, model, *, batch_size: int = 1, seed: int | None = None,
                  reprime_every: int | None | str = "auto", config=None, window: int | None = None,
                  timing_noise: float = 0.0, verify: bool = True, threads: int | None = 1,
-                 workers: int | str = "auto", net: NoteRNN | None = None,
+                 workers: int | str = "auto", net: "NoteRNN | NoteTransformer | None" = None,
                  velocity_temperature: float = 1.0, default_velocity: int = DEFAULT_VELOCITY):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
@@ -887,7 +1170,7 @@ class Sampler:
             config = _infer_config(model)
         self.config = config
         if net is None:
-            net = NoteRNN.from_keras(model)
+            net = note_network(model, config)
             if verify:
                 net.check_against(model)
         self.net = net
@@ -915,6 +1198,10 @@ class Sampler:
                     f"reprime_every must be a whole number >= 1, None or 'auto', got {reprime_every!r}"
                 )
             reprime_every = int(reprime_every)
+        if reprime_every is not None and isinstance(self.net, NoteTransformer):
+            raise MusicRNNError(
+                "a transformer's sampler keeps a sliding window of cached keys instead of "
+                "re-priming; leave reprime_every at 'auto' or None")
         self.reprime_every: int | None = reprime_every
         self.window = int(window) if window else (int(config.seq_length) if config else None)
         if workers == "auto":  # fixed, not per machine: the same seed gives the same notes
@@ -933,6 +1220,10 @@ class Sampler:
     # -- description ----------------------------------------------------------------------------
     def describe(self) -> str:
         """One sentence on how the state is kept (for notebooks and the CLI)."""
+        if isinstance(self.net, NoteTransformer):
+            return (f"The transformer caches the keys and values of the last "
+                    f"{self.net.capacity} notes and attends over them: one step per note, the "
+                    "oldest note leaving the window as a new one comes in.")
         if self.reprime_every is None:
             return "The LSTM state is carried from note to note for the whole piece."
         window = f"{self.window}-note" if self.window else "primer-length"
@@ -1291,7 +1582,7 @@ class Generator:
     primer_source: str  # where the primer came from, for people
     run_dir: Path | None = None
     info: dict | None = None  # the run's config.json when there is one
-    _net: NoteRNN | None = field(default=None, repr=False, compare=False)
+    _net: "NoteRNN | NoteTransformer | None" = field(default=None, repr=False, compare=False)
     default_velocity: int = DEFAULT_VELOCITY  # velocity of a 3-column primer's notes
 
     def __post_init__(self) -> None:
@@ -1314,7 +1605,7 @@ class Generator:
         """A :class:`Sampler` for this model (re-priming decided from its config); the weights
         are read out of the model (and checked) once per generator."""
         if self._net is None:
-            self._net = NoteRNN.from_keras(self.model)
+            self._net = note_network(self.model, self.config)
             self._net.check_against(self.model)
         return Sampler(self.model, batch_size=batch_size, seed=seed, config=self.config,
                        reprime_every=reprime_every, timing_noise=timing_noise, net=self._net,

@@ -31,10 +31,12 @@ from .errors import MusicRNNError
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
 
 
-def notebook_paths(folder: Path | None = None, upto: str | None = None) -> list[Path]:
+def notebook_paths(folder: Path | None = None, upto: str | None = None,
+                   start: str | None = None) -> list[Path]:
     """The numbered notebooks in order, without the untested ``99_`` scratch ones.
 
-    ``upto`` ("04" or "04_train") stops after that notebook.
+    ``upto`` ("04" or "04_train") stops after that notebook; ``start`` ("03") begins with that
+    one (the earlier ones' files must already be there).
     """
     folder = Path(folder or paths.NOTEBOOKS)
     found = sorted(
@@ -44,6 +46,9 @@ def notebook_paths(folder: Path | None = None, upto: str | None = None) -> list[
     if upto:
         prefix = upto.split("_")[0]
         found = [p for p in found if p.name[:2] <= prefix]
+    if start:
+        prefix = start.split("_")[0]
+        found = [p for p in found if p.name[:2] >= prefix]
     return found
 
 
@@ -141,6 +146,7 @@ def run_notebooks(
     *,
     dataset: str | None = None,
     data_dir: str | Path | None = None,
+    start: str | None = None,
 ) -> Path:
     """Execute the notebooks in order into ``run_dir``; returns the run directory.
 
@@ -148,6 +154,8 @@ def run_notebooks(
         config_path: the parameter file (``configs/*.yaml``).
         run_dir: the run's folder (default :func:`new_run_dir`).
         upto: stop after this notebook (``"04"``).
+        start: begin with this notebook (``"03"``), in a run directory (and data folder) that
+            the earlier ones already filled.
         overrides: parameters given to every notebook, on top of the file's.
         kernel_name: the Jupyter kernel (default: the notebooks' own).
         log_output: echo the notebooks' output while they run.
@@ -164,9 +172,10 @@ def run_notebooks(
     config = load_config(config_path)
     dataset = check_dataset(dataset) if dataset is not None else None
     data_dir = check_data_dir(data_dir) if data_dir is not None else None
-    notebooks = notebook_paths(upto=upto)
+    notebooks = notebook_paths(upto=upto, start=start)
     if not notebooks:
-        raise MusicRNNError(f"no numbered notebooks found in {paths.NOTEBOOKS}")
+        raise MusicRNNError(f"no numbered notebooks found in {paths.NOTEBOOKS}"
+                            + (f" from {start}" if start else "") + (f" to {upto}" if upto else ""))
     run_dir = Path(run_dir) if run_dir else new_run_dir()
     run_dir = run_dir.expanduser().resolve()
     executed = run_dir / "notebooks"

@@ -53,7 +53,7 @@ from .model import (
     build_model, compile_model, get_preset, note_features, transfer_weights,
     with_sequence_outputs, write_run_files,
 )
-from .model import _lstm_layers
+from .model import returns_sequences
 from .notes import NoteCorpus
 from .sequences import (
     WindowDataset, make_dataset, match_features, piece_features, seed_window,
@@ -1211,8 +1211,7 @@ def _view(model, sequence_outputs: bool):
     The rebuilt twin is kept per model, so that scoring a model again and again during training
     (its weights copied over each time) does not build and trace a new model every time.
     """
-    lstms = _lstm_layers(model)
-    if lstms and bool(lstms[-1].return_sequences) == bool(sequence_outputs):
+    if returns_sequences(model) == bool(sequence_outputs):  # None (not ours): rebuild
         return model  # never cached: a twin that is the model itself would keep it alive
     twins = _TWINS.setdefault(model, {})
     if sequence_outputs not in twins:

@@ -1,0 +1,208 @@
+"""The attention preset (issue 14): a causal decoder over the notes, registered and saved like the
+LSTM presets, and its sampler's key/value cache, checked against the Keras model it reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from musicrnn import generation as gen
+from musicrnn import model as mm
+from musicrnn.errors import MusicRNNError
+from musicrnn.notes import NoteCorpus
+from musicrnn.timing import velocity_classes
+from musicrnn.training import train
+
+
+@pytest.fixture(scope="module")
+def chorale_notes(chorale_data) -> np.ndarray:
+    """One real chorale's (pitch, step, duration) notes."""
+    corpus = chorale_data["corpus"]
+    piece = corpus.piece(int(corpus.indices("train")[0]))
+    return piece[["pitch", "step", "duration"]].to_numpy(np.float32)
+
+
+def small(**changes) -> mm.ModelConfig:
+    """A transformer small enough to build and step in milliseconds."""
+    base = dict(model_dim=16, attention_layers=2, attention_heads=2, ff_dim=32, seq_length=12,
+                dropout=0.0)
+    return mm.get_preset("v6", **{**base, **changes})
+
+
+def random_notes(rng, batch: int, length: int, velocity: bool = True) -> np.ndarray:
+    columns = [rng.integers(36, 90, (batch, length)), rng.exponential(0.25, (batch, length)),
+               rng.exponential(0.4, (batch, length))]
+    if velocity:
+        columns.append(rng.integers(1, 128, (batch, length)))
+    return np.stack(columns, axis=-1).astype(np.float32)
+
+
+def heads_at(model, notes: np.ndarray) -> np.ndarray:
+    """Keras's outputs at every position, as the sampler lays them out: (batch, time, width)."""
+    out = model(notes, training=False)
+    names = ["pitch", "step", "duration"] + (["velocity"] if "velocity" in out else [])
+    return np.concatenate([np.asarray(out[name]) for name in names], axis=-1)
+
+
+# -- the config ------------------------------------------------------------------------------
+
+
+def test_the_preset_is_a_transformer_with_the_best_lstms_notes_and_heads():
+    v5, v6 = mm.get_preset("v5"), mm.get_preset("v6")
+    assert v6.architecture == "transformer" and v5.architecture == "lstm"
+    for field in ("timing", "velocity", "velocity_bins", "pitch_loss_weight",
+                  "step_loss_weight", "duration_loss_weight", "velocity_loss_weight"):
+        assert getattr(v6, field) == getattr(v5, field), field
+    assert not v6.same_architecture(v5) and v6.same_architecture(mm.get_preset("v6", seed=1))
+    assert not v6.same_architecture(mm.get_preset("v6", attention_layers=3))
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(architecture="gru"), "architecture must be 'lstm' or 'transformer'"),
+    (dict(model_dim=30, attention_heads=4), "heads of an even width"),
+    (dict(model_dim=12, attention_heads=4), "heads of an even width"),  # 3 per head: odd
+    (dict(attention_layers=0), "attention_layers must be >= 1"),
+    (dict(targets="last"), "targets must be 'all'"),
+])
+def test_impossible_transformer_settings_are_refused_by_name(changes, message):
+    with pytest.raises(MusicRNNError, match=message):
+        mm.get_preset("v6", **changes)
+
+
+def test_velocity_edges_give_the_velocity_classes_of_every_velocity():
+    velocities = np.arange(1, 128, dtype=np.float32)
+    for bins in (2, 16, 32, 127):
+        by_edges = np.searchsorted(mm.velocity_edges(bins), velocities, side="right")
+        np.testing.assert_array_equal(by_edges, velocity_classes(velocities, bins))
+
+
+def test_parameter_breakdown_matches_keras_and_infer_config_reads_the_layers():
+    for config in (small(), small(velocity="none", timing="regression"), mm.get_preset("v6")):
+        model = mm.build_model(config)
+        assert sum(row["params"] for row in mm.param_breakdown(config)) == model.count_params()
+        assert mm.infer_config(model).same_architecture(config)
+
+
+# -- the model -------------------------------------------------------------------------------
+
+
+def test_a_prediction_never_changes_when_later_notes_change():
+    """The causal mask: outputs at positions < t are the same whatever comes at t and after."""
+    model = mm.build_model(small())
+    rng = np.random.default_rng(0)
+    notes = random_notes(rng, 2, 12)
+    changed = notes.copy()
+    changed[:, 7:] = random_notes(rng, 2, 5)
+    before, after = heads_at(model, notes), heads_at(model, changed)
+    np.testing.assert_allclose(before[:, :7], after[:, :7], atol=1e-5)
+    assert np.abs(before[:, 7:] - after[:, 7:]).max() > 1e-3  # later positions do see them
+
+
+def test_rotary_positions_continue_past_the_training_length_and_only_offsets_count():
+    """Attention meets a key by how far back it is: the first block's output at the end of a
+    window is the same whatever absolute positions the window sits at (checked through a
+    one-block model fed the same notes after different numbers of other notes)."""
+    config = small(attention_layers=1)
+    model = mm.build_model(config)
+    net = gen.note_network(model, config.replace(seq_length=6))  # a 6-note sliding window
+    rng = np.random.default_rng(1)
+    tail = random_notes(rng, 1, 6)
+    outputs = []
+    for prefix in (0, 9, 40):  # the window starts at position 0, 9 and 40
+        notes = np.concatenate([random_notes(rng, 1, prefix), tail], axis=1)
+        outputs.append(net.run(notes)[0])
+    window = gen.keras_heads(model, tail)
+    for out in outputs:
+        np.testing.assert_allclose(out, window, atol=1e-4)
+
+
+def test_the_last_position_view_keeps_the_weights_and_predicts_the_last_note():
+    config = small()
+    model = mm.build_model(config)
+    last = mm.with_sequence_outputs(model, False)
+    assert mm.returns_sequences(model) and not mm.returns_sequences(last)
+    notes = random_notes(np.random.default_rng(2), 3, 9)
+    np.testing.assert_allclose(gen.keras_heads(last, notes), heads_at(model, notes)[:, -1],
+                               atol=1e-5)
+    assert mm.with_sequence_outputs(last, True).count_params() == model.count_params()
+
+
+def test_overfits_one_small_batch(chorale_data, tmp_path):
+    """Two windows of one real chorale, seen again and again, are learned almost by heart."""
+    corpus = chorale_data["corpus"]
+    piece = corpus.piece(int(corpus.indices("train")[0])).iloc[:25]
+    tiny_corpus = NoteCorpus.from_tables(
+        "bach-chorales", [piece, piece], ["a.mid", "a-copy.mid"], ["train", "validation"])
+    config = small(model_dim=32, ff_dim=64, seq_length=24, batch_size=2, learning_rate=0.01,
+                   lr_schedule="plateau", epochs=60, window_shift=24,
+                   early_stopping_patience=50, reduce_lr_patience=50)
+    result = train(config, "bach-chorales", tmp_path / "run", corpus=tiny_corpus,
+                   validate_every=10, progress=False)
+    history = result.history
+    assert result.steps == 60 and len(history) == 6
+    assert history["val_pitch_loss"].iloc[0] > 1.0, history  # it started far from the answer
+    assert history["val_pitch_loss"].min() < 0.3, history[["pitch_loss", "val_pitch_loss"]]
+    run = mm.load_run(tmp_path / "run")
+    assert run.config.architecture == "transformer"
+    assert run.model.get_layer("attention_2").num_heads == 2
+
+
+# -- the sampler's cache ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("velocity", [True, False])
+def test_the_cached_step_gives_the_full_windows_distribution_at_every_position(velocity):
+    config = small() if velocity else small(velocity="none")
+    model = mm.build_model(config)
+    net = gen.note_network(model, config)
+    assert isinstance(net, gen.NoteTransformer) and net.capacity == config.seq_length
+    assert net.velocity == velocity and net.categorical_timing
+    notes = random_notes(np.random.default_rng(3), 3, config.seq_length, velocity)
+    expected = heads_at(model, notes)
+    state = net.new_state(3)
+    for t in range(notes.shape[1]):
+        np.testing.assert_allclose(net.step(state, notes[:, t]), expected[:, t], atol=1e-4)
+    # the sampler's distributions from the cache are the window model's
+    sampler = gen.Sampler(model, config=config, batch_size=3, seed=0)
+    sampler.prime(notes)
+    probabilities = sampler.distribution()
+    window = gen.pitch_distribution(expected[:, -1, :128])
+    np.testing.assert_allclose(probabilities["pitch"], window, atol=1e-5)
+
+
+def test_beyond_the_cache_the_window_slides():
+    """Past ``capacity`` notes the oldest key leaves the cache: every step then equals the model
+    whose attention sees only the last ``capacity`` notes (``attention_window``) run over the
+    whole sequence, with one block and with two, whose cached keys of the second block carry
+    what their notes saw; from the plain model's window of the last notes a one-block model
+    differs in nothing, a two-block one does differ."""
+    rng = np.random.default_rng(4)
+    notes = random_notes(rng, 2, 30)
+    for layers in (1, 2):
+        config = small(attention_layers=layers, seq_length=30)
+        model = mm.build_model(config)
+        banded = mm.transfer_weights(model, mm.build_model(config.replace(attention_window=8)))
+        expected = heads_at(banded, notes)
+        net = gen.note_network(model, config.replace(seq_length=8))
+        assert net.capacity == 8
+        state = net.new_state(2)
+        for t in range(notes.shape[1]):
+            np.testing.assert_allclose(net.step(state, notes[:, t]), expected[:, t], atol=1e-4)
+        last_window = gen.keras_heads(model, notes[:, -8:])
+        difference = np.abs(expected[:, -1] - last_window).max()
+        assert (difference < 1e-4) if layers == 1 else (difference > 1e-3), (layers, difference)
+    assert gen.note_network(banded).capacity == 8  # a banded model's cache is its window
+
+
+def test_the_sampler_generates_reproducibly_and_refuses_re_priming_lanes(chorale_notes):
+    config = small(velocity="none")
+    model = mm.build_model(config)
+    one = gen.generate(model, chorale_notes[:20], 50, seed=5, config=config, batch_size=4)
+    two = gen.generate(model, chorale_notes[:20], 50, seed=5, config=config, batch_size=4)
+    assert one.shape == (4, 50, 3)
+    np.testing.assert_array_equal(one, two)
+    assert not np.array_equal(one[0], one[1])  # each stream draws its own notes
+    sampler = gen.Sampler(model, config=config)
+    assert sampler.reprime_every is None and "cache" in sampler.describe()
+    with pytest.raises(MusicRNNError, match="sliding window of cached keys"):
+        gen.Sampler(model, config=config, reprime_every=10)
