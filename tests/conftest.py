@@ -54,7 +54,8 @@ def work_unit(nodeid: str) -> str:
 
 # The longest work units (seen in `--durations`), handed out first so that no worker is left
 # with a long one at the end while the other waits.
-LONGEST_FIRST = ("notebook-chain", "tests/test_profiles.py", "tests/test_training.py",
+LONGEST_FIRST = ("notebook-chain", "tests/test_profiles.py", "tests/test_attention_notebooks.py",
+                 "tests/test_training.py", "tests/test_attention.py",
                  "tests/test_model.py", "tests/test_distribution.py", "tests/test_browser.py",
                  "tests/test_generation.py")
 
@@ -100,15 +101,20 @@ def seed_artifacts() -> Path:
 
 
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory) -> Path:
+def smoke_run(tmp_path_factory, chorale_data) -> Path:
     """Run every numbered notebook once, in order, on configs/smoke.yaml; returns the run dir.
 
     Notebook tests assert on the artefacts their notebook left in this run directory (and in its
-    ``notebooks/`` folder, the executed copies).
+    ``notebooks/`` folder, the executed copies). Its data folder starts from a copy of the
+    chorales ``chorale_data`` wrote (8 of the 24 and music21's catalogue, which takes seconds to
+    make): notebook 01 writes the other 16.
     """
+    import shutil
+
     from musicrnn.runner import run_notebooks
 
     base = tmp_path_factory.mktemp("smoke")
+    shutil.copytree(chorale_data["data_dir"] / "raw", base / "data" / "raw")
     return run_notebooks(
         ROOT / "configs" / "smoke.yaml", run_dir=base / "run",
         overrides={"data_dir": str(base / "data")},

@@ -41,7 +41,7 @@ _DISTRIBUTED_JOB = """
     config = ModelConfig.from_json(sys.argv[4])
     strategy = "mirrored" if sys.argv[3] == "two-cpus" else None
     result = train(config, "bach-chorales", sys.argv[1], corpus=NoteCorpus.from_npz(sys.argv[2]),
-                   strategy=strategy, validate_every=2, progress=False)
+                   strategy=strategy, progress=False)  # one validation, at the end of the pass
     print("RESULT " + json.dumps({"strategy": result.strategy, "replicas": result.replicas,
                                   "steps": result.steps, "val_loss": result.best_val_loss}))
 """

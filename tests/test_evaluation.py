@@ -46,8 +46,15 @@ def _log_softmax(logits) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def chorale_data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("data")
+def chorale_data_dir(tmp_path_factory, chorale_data):
+    """A data folder of its own, starting from a copy of the session's written-out chorales
+    (``chorale_data``: 8 of the 24 below, and the corpus's catalogue), so that only the other 16
+    are written here."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("data")
+    shutil.copytree(chorale_data["data_dir"] / "raw", folder / "raw")
+    return folder
 
 
 @pytest.fixture(scope="module")

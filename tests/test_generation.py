@@ -678,12 +678,15 @@ def test_a_v5_model_on_chorales_trains_and_generates(velocity_chorale_run):
 
 @pytest.mark.slow
 def test_cli_writes_each_notes_velocity_to_the_midi_file(velocity_chorale_run, tmp_path):
+    """Through the command's own entry point in this process (the installed ``musicrnn``
+    command is the same function, run as a real command by test_cli_generates_midi_and_wav)."""
     import pretty_midi
 
+    from musicrnn.cli import main
+
     out = tmp_path / "piece.mid"
-    result = _cli("--run-dir", str(velocity_chorale_run), "--num-notes", "30", "--out", str(out),
-                  "--seed", "6", "--velocity-temperature", "3.0", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert main(["generate", "--run-dir", str(velocity_chorale_run), "--num-notes", "30",
+                 "--out", str(out), "--seed", "6", "--velocity-temperature", "3.0"]) == 0
     notes = load_generator(velocity_chorale_run).generate(30, seed=6, velocity_temperature=3.0)
     midi = pretty_midi.PrettyMIDI(str(out))
     written = sorted((n.pitch, n.velocity) for i in midi.instruments for n in i.notes)

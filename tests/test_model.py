@@ -325,7 +325,11 @@ def test_saved_models_load_in_a_fresh_process_with_identical_predictions(tmp_pat
         model = mm.compile_model(mm.build_model(cfg), cfg)
         x, y = windows(played if name == "v5" else chorale_notes, n=8, length=cfg.seq_length)
         y = velocity_targets(y, cfg.targets) if name == "v5" else targets(y, cfg.targets)
-        model.fit(x, y, epochs=1, verbose=0)  # trained weights, optimiser state
+        # trained weights, optimiser state: one step of fit, run eagerly (tracing the training
+        # step would cost ~5 s a model; what is saved and loaded is the same either way)
+        model.run_eagerly = True
+        model.fit(x, y, epochs=1, verbose=0)
+        model.run_eagerly = False
         folder = tmp_path / name
         mm.save_model(model, folder / "music_rnn_model.keras")
         assert sorted(p.name for p in folder.iterdir()) == ["music_rnn_model.keras"]  # no temp

@@ -18,7 +18,7 @@ def test_notebook_07_records_a_live_performance(smoke_run):
     assert len(ons) > 5 and len(ons) == len(offs)  # every note ended
     ccs = [m for m in midi if m.type == "control_change"]
     assert ccs and ccs[-1].control == 123  # all notes off at the end
-    assert 1.0 < midi.length < 10.0  # smoke.yaml: 3 s at speed 4, plus the last note-offs
+    assert 1.0 < midi.length < 10.0  # smoke.yaml: 2 s at speed 4, plus the last note-offs
     png = (live_dir / "performance.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 

@@ -30,7 +30,7 @@ EXPERIMENTS = sorted(CONFIGS.glob("experiments-*.yaml"))
 # What the end-to-end test makes small: every key here must be marked "budget cap" in
 # configs/maestro.yaml, so the test runs the profile's design and settings, only less of it.
 SAMPLE_CAPS: dict[str, dict] = {
-    "common": {"max_files": 4},  # 3 training performances and 1 validation one
+    "common": {"max_files": 2},  # 1 training performance and 1 validation one
     "04_train": {"epochs": 1, "budget_seconds": 120.0, "drift_targets": 100},
     "05_generate": {"num_notes": 40},
     "06_evaluate": {"temperatures": [1.0], "num_samples": 4, "num_notes": 24,
