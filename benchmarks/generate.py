@@ -13,11 +13,14 @@ windows) and the same primer, on the CPU:
 * ``batch64``: 64 streams at once, carried and re-primed.
 
 The goals (issue 4): single stream >= 3,000 notes/s and >= 200x the tutorial loop, 64 streams
->= 50,000 notes/s in total. The last line reads
+>= 50,000 notes/s in total. Then the attention preset (``--attention-preset``, default ``v6``):
+its sampler keeps a cache of keys and values and takes one step per note too; goals (issue 14):
+one stream >= 2,000 notes/s, 64 streams >= 20,000 notes/s. The last line reads
 ``RESULT single_notes_per_s=<n> single_vs_tutorial=<ratio> batch64_notes_per_s=<n>`` (the
-carried state), followed by the re-primed figures.
+carried state), followed by the re-primed figures and ``attention_notes_per_s=<n>
+attention_batch64_notes_per_s=<n>``.
 
-Usage: ``python benchmarks/generate.py [--preset v2] [--quick]``
+Usage: ``python benchmarks/generate.py [--preset v2] [--attention-preset v6] [--quick]``
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ def _load() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="v2", help="model preset (default v2)")
+    parser.add_argument("--attention-preset", default="v6",
+                        help="transformer preset whose cached sampler is measured (default v6)")
     parser.add_argument("--quick", action="store_true", help="fewer notes (a smoke run)")
     args = parser.parse_args()
 
@@ -78,7 +83,7 @@ def main() -> None:
     single_notes = 2_000 if args.quick else 20_000
     batch, batch_notes = 64, (100 if args.quick else 800)
 
-    print(f"{args.preset}: LSTM {list(config.lstm_units)}, seq_length {config.seq_length}, "
+    print(f"{args.preset}: {config.describe_architecture()}, seq_length {config.seq_length}, "
           f"targets={config.targets}; {platform.processor() or platform.machine()}, "
           f"{len(os.sched_getaffinity(0))} CPU cores; keras {keras.__version__} "
           f"({keras.backend.backend()}), numpy {np.__version__}; {_load()}", flush=True)
@@ -116,10 +121,38 @@ def main() -> None:
     goals = (single >= 3000 and single / tutorial >= 200 and batch64 >= 50_000)
     print(f"goals (>= 3,000 notes/s, >= 200x, >= 50,000 notes/s for 64 streams): "
           f"{'met' if goals else 'NOT met'}")
+
+    attention_config = get_preset(args.attention_preset)
+    if attention_config.architecture != "transformer":
+        parser.error(f"--attention-preset {args.attention_preset} is not a transformer")
+    keras.utils.set_random_seed(0)
+    attention_model = build_model(attention_config)
+
+    def attention_rate(batch_size: int, notes: int) -> float:
+        sampler = Sampler(attention_model, batch_size=batch_size, seed=0,
+                          config=attention_config)
+        sampler.prime(primer)
+        sampler.sample(min(200, notes))  # warm up; the cache is full from here on
+        return _rate(lambda: sampler.sample(notes), batch_size * notes,
+                     label=f"attention-{batch_size}")
+
+    print(f"{args.attention_preset}: {attention_config.describe_architecture()}, a cache of "
+          f"{attention_config.seq_length} notes", flush=True)
+    attention = attention_rate(1, single_notes // 2)
+    print(f"attention sampler, 1 stream:             {attention:10.0f} notes/s "
+          f"({attention / tutorial:.0f}x the tutorial loop)", flush=True)
+    attention64 = attention_rate(batch, batch_notes)
+    print(f"attention sampler, {batch} streams:           {attention64:10.0f} notes/s in total",
+          flush=True)
+    print(f"per CPU second: 1 stream {CPU_TIMES['attention-1']:.0f}, {batch} streams "
+          f"{CPU_TIMES[f'attention-{batch}']:.0f} notes/s; {_load()}")
+    print(f"goals (>= 2,000 notes/s, >= 20,000 notes/s for 64 streams): "
+          f"{'met' if attention >= 2000 and attention64 >= 20_000 else 'NOT met'}")
     print(f"RESULT single_notes_per_s={single:.0f} single_vs_tutorial={single / tutorial:.0f} "
           f"batch64_notes_per_s={batch64:.0f} single_reprimed_notes_per_s={single_reprimed:.0f} "
           f"batch64_reprimed_notes_per_s={batch64_reprimed:.0f} "
-          f"tutorial_notes_per_s={tutorial:.1f}")
+          f"tutorial_notes_per_s={tutorial:.1f} attention_notes_per_s={attention:.0f} "
+          f"attention_batch64_notes_per_s={attention64:.0f}")
 
 
 if __name__ == "__main__":

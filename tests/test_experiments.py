@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from musicrnn import experiments as ex
@@ -48,38 +49,50 @@ def test_experiments_train_on_one_budget_and_write_the_log(chorale_run, tmp_path
         "dataset: bach-chorales\nmax_files: 8\nseed: 3\nbudget_seconds: 2\n"
         "train: {validate_every: 5, validation_windows: 64}\n"
         "evaluation: {temperatures: [1.0], num_samples: 4, num_notes: 16}\n"
+        "contexts: [4, 16]\n"
         "models:\n  baseline: {preset: baseline, lstm_units: [8], seq_length: 12,"
         " early_stopping_patience: 1000}\n"
         "  v4: {preset: v4, lstm_units: [8], seq_length: 16, pitch_embedding_dim: 4,"
         " early_stopping_patience: 1000}\n"
+        "  v6: {preset: v6, model_dim: 8, attention_layers: 1, attention_heads: 2, ff_dim: 16,"
+        " seq_length: 16, velocity: none, early_stopping_patience: 1000}\n"
     )
     out = tmp_path / "experiments"
     log = ex.run_experiments(config, out, data_dir=chorale_run["data_dir"], progress=False)
-    assert list(log.index[:2]) == ["baseline", "v4"]
+    assert list(log.index[:3]) == ["baseline", "v4", "v6"]
     assert {"unigram", "markov2", "markov4", "repeat last"} <= set(log.index)
-    trained = log.loc[["baseline", "v4"]]
+    trained = log.loc[["baseline", "v4", "v6"]]
+    assert log.loc["v6", "architecture"].startswith("transformer: 1 blocks x 2 heads")
+    # speed and context, measured for every model: the same notes after 4 and after 16 notes
+    assert (trained["train_target_notes_per_s"] > 0).all()
+    assert (trained["generation_notes_per_s"] > 0).all()
+    curves = pd.read_csv(out / "context_curve.csv")
+    assert sorted(curves["model"].unique()) == ["baseline", "v4", "v6"]
+    assert curves.groupby("model")["n_notes"].nunique().eq(1).all()  # the same notes per model
+    assert np.isfinite(trained[["pitch_nll_context_4", "pitch_nll_context_16"]]).all().all()
     assert trained["stopped_by_budget"].all()  # 2 s: the budget, not the epochs, ended training
     assert (trained["validations"] >= 1).all()
     assert (trained["passes"] > 0).all()
     assert trained["heldout_pitch_nll"].notna().all() and trained["overlap_area"].notna().all()
     for name in ("experiment_log.csv", "experiment_log.md", "summary.json", "loss_curves.png",
-                 "nll_bars.png", "temperature_sweep.png", "distributions.png"):
+                 "nll_bars.png", "temperature_sweep.png", "distributions.png",
+                 "context_curve.png"):
         assert (out / name).is_file(), name
-    for model_name in ("baseline", "v4"):
+    for model_name in ("baseline", "v4", "v6"):
         assert (out / model_name / "music_rnn_model.keras").is_file()
         assert (out / model_name / "evaluation" / "metrics.json").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["min_position"] == 16  # the longest seq_length: the same notes for both
-    assert summary["best_model"] in ("baseline", "v4")
+    assert summary["best_model"] in ("baseline", "v4", "v6")
     goals = summary["goals"]
-    assert set(goals) == {"baseline", "v4"}
+    assert set(goals) == {"baseline", "v4", "v6"}
     for name, g in goals.items():
         assert g["all_goals"] == (g["goal_markov2_15pct"] and g["goal_beats_best_ngram"]
                                   and g["goal_overlap_0_8"])
         assert g["pitch_nll"] == pytest.approx(log.loc[name, "heldout_pitch_nll"])
     meeting = [n for n, g in goals.items() if g["all_goals"]]
     expected = (min(meeting, key=lambda n: goals[n]["pitch_nll"]) if meeting
-                else str(log.loc[["baseline", "v4"], "heldout_pitch_nll"].idxmin()))
+                else str(log.loc[["baseline", "v4", "v6"], "heldout_pitch_nll"].idxmin()))
     assert summary["best_model"] == expected
     assert summary["best_model_meets_every_goal"] == bool(meeting)
     # the categorical timing model was scored on its median times

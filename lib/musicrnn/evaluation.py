@@ -51,8 +51,11 @@ __all__ = [
     "ngram_scores", "repeat_last_scores", "continuation_segments", "generate_continuations",
     "next_temperature", "sweep_until_inside", "temperature_sweep", "best_temperature",
     "EvaluationReport", "evaluate_model", "evaluate_run", "DEFAULT_TEMPERATURES", "MIN_TEMPERATURE",
-    "MAX_EXTENSIONS", "markdown_table", "window_targets",
+    "MAX_EXTENSIONS", "markdown_table", "window_targets", "CONTEXT_LENGTHS", "context_curve",
+    "generation_speed",
 ]
+
+CONTEXT_LENGTHS = (50, 100, 200, 400)  # notes of context of context_curve (issue 14's)
 
 
 def held_out_split(corpus: Any, preferred: str = "test") -> str:
@@ -360,6 +363,56 @@ def score_windows(model: Any, pieces: Sequence[np.ndarray] | Any, seq_length: in
     if return_per_note:
         return scores, np.concatenate(per_note)
     return scores
+
+
+def context_curve(model: Any, pieces: Sequence[np.ndarray] | Any,
+                  contexts: Sequence[int] = CONTEXT_LENGTHS, *, name: str = "model",
+                  max_positions: int | None = 5000, progress: bool = False):
+    """Held-out NLL as a function of context length: the very same notes, each predicted from
+    the last ``c`` notes before it, for every ``c`` of ``contexts``.
+
+    The notes are those at positions ``>=`` the longest context that some piece is long enough
+    for (``max_positions`` of them, evenly spaced); contexts longer than that are left out. A
+    model that uses its context well gets lower NLL as ``c`` grows; one that cannot (an
+    n-gram, or a network that forgets) stays flat; a model read past the length it was trained
+    on may get worse. Returns a DataFrame with ``model``, ``context``, ``n_notes``,
+    ``pitch_nll`` and ``note_nll``.
+    """
+    import pandas as pd
+
+    pieces = as_pieces(pieces)
+    contexts = sorted({int(c) for c in contexts})
+    if not contexts or contexts[0] < 1:
+        raise MusicRNNError(f"contexts must be whole numbers >= 1, got {contexts}")
+    longest = max((len(p) for p in pieces), default=0)
+    usable = [c for c in contexts if c < longest]
+    if not usable:
+        raise MusicRNNError(f"no held-out piece is longer than {contexts[0]} notes (longest: "
+                            f"{longest}); use shorter contexts")
+    rows = []
+    for context in usable:
+        scores = score_windows(model, pieces, context, name=name, min_position=usable[-1],
+                               max_positions=max_positions, progress=progress)
+        rows.append({"model": name, "context": context, "n_notes": scores.n_notes,
+                     "pitch_nll": scores.pitch_nll, "note_nll": scores.note_nll})
+    return pd.DataFrame(rows)
+
+
+def generation_speed(model: Any, primer: np.ndarray, *, config: Any = None,
+                     num_notes: int = 2000, batch_size: int = 1, seed: int = 0) -> float:
+    """Notes per second of the sampler (:class:`musicrnn.generation.Sampler`) on this machine:
+    ``batch_size`` streams primed with ``primer``, then ``num_notes`` notes each, timed after a
+    short warm-up."""
+    import time
+
+    from .generation import Sampler
+
+    sampler = Sampler(model, batch_size=batch_size, seed=seed, config=config)
+    sampler.prime(primer)
+    sampler.sample(min(100, num_notes))
+    started = time.perf_counter()
+    sampler.sample(num_notes)
+    return batch_size * num_notes / (time.perf_counter() - started)
 
 
 def sequence_model(model: Any, config: Any = None) -> Any:

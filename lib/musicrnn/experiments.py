@@ -17,9 +17,13 @@ from typing import Any, Sequence
 
 from .errors import MusicRNNError
 from .evaluation import (
+    CONTEXT_LENGTHS,
     DEFAULT_TEMPERATURES,
     _jsonable,
+    context_curve,
+    corpus_pieces,
     evaluate_model,
+    generation_speed,
     fit_ngram_baselines,
     held_out_split,
     markdown_table,
@@ -34,15 +38,16 @@ def load_experiment_config(path: str | Path) -> dict[str, Any]:
 
     Keys: ``dataset``, ``max_files``, ``seed``, ``budget_seconds`` (training wall-clock per
     model), ``train`` (more arguments of :func:`musicrnn.training.train`), ``evaluation``
-    (arguments of :func:`evaluate_model`) and ``models``: ``{name: {preset: ..., <ModelConfig
-    field>: value, ...}}``.
+    (arguments of :func:`evaluate_model`), ``contexts`` (the context lengths of
+    :func:`musicrnn.evaluation.context_curve`, default 50, 100, 200, 400) and ``models``:
+    ``{name: {preset: ..., <ModelConfig field>: value, ...}}``.
     """
     from .paths import read_yaml
 
     path = Path(path)
     raw = read_yaml(path, f"experiments file at {path}; see configs/experiments-*.yaml")
     known = {"description", "dataset", "max_files", "data_dir", "seed", "budget_seconds", "train",
-             "evaluation", "models"}
+             "evaluation", "contexts", "models"}
     if not isinstance(raw, dict) or set(raw) - known:
         raise MusicRNNError(f"{path}: unknown keys {sorted(set(raw) - known)}; known: "
                             f"{sorted(known)}")
@@ -55,6 +60,11 @@ def load_experiment_config(path: str | Path) -> dict[str, Any]:
         if not isinstance(spec, dict) or "preset" not in spec:
             raise MusicRNNError(f"{path}: model {name!r} needs a 'preset' (baseline, v1, ...)")
         resolve_config(dict(spec))  # unknown presets/fields and bad values fail here, early
+    contexts = raw.get("contexts", list(CONTEXT_LENGTHS))
+    if not isinstance(contexts, list) or not contexts or any(
+            isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in contexts):
+        raise MusicRNNError(f"{path}: contexts must be a list of whole numbers >= 1 (notes of "
+                            f"context), got {contexts!r}")
     budget = raw.get("budget_seconds", 120)
     if not isinstance(budget, (int, float)) or budget <= 0:
         raise MusicRNNError(f"{path}: budget_seconds must be a positive number, got {budget!r}")
@@ -68,6 +78,7 @@ def load_experiment_config(path: str | Path) -> dict[str, Any]:
         "budget_seconds": float(budget),
         "train": dict(raw.get("train") or {}),
         "evaluation": dict(raw.get("evaluation") or {}),
+        "contexts": [int(c) for c in contexts],
         "models": {str(k): dict(v) for k, v in models.items()},
     }
 
@@ -129,13 +140,13 @@ def run_experiments(config: str | Path | dict[str, Any], out_dir: str | Path | N
     evaluation = {"temperatures": DEFAULT_TEMPERATURES, "num_samples": 64, "num_notes": 100,
                   "seed": cfg["seed"], **cfg["evaluation"]}
 
-    rows, reports, histories = [], {}, {}
+    rows, reports, histories, curves = [], {}, {}, []
     for name in names:
         model_config = configs[name]
         run_dir = out / name
         if progress:
-            print(f"== {name}: {model_config.pitch_input} pitch input, {model_config.targets} "
-                  f"targets, LSTM {list(model_config.lstm_units)}; budget {budget:g} s")
+            print(f"== {name}: {model_config.describe_architecture()}, {model_config.targets} "
+                  f"targets; budget {budget:g} s")
         started = time.perf_counter()
         result = train(model_config, cfg["dataset"], run_dir, data_dir=data_dir,
                        max_files=cfg["max_files"], corpus=corpus, budget_seconds=budget,
@@ -148,12 +159,18 @@ def run_experiments(config: str | Path | dict[str, Any], out_dir: str | Path | N
         report.save(run_dir / "evaluation")
         reports[name] = report
         histories[name] = result.history
+        held_out = corpus_pieces(corpus, split, velocity=model_config.velocity != "none")
+        curve = context_curve(result.model, held_out, cfg.get("contexts") or CONTEXT_LENGTHS,
+                              name=name)
+        curves.append(curve)
+        primer = held_out[0][: model_config.seq_length]
+        notes_per_s = generation_speed(result.model, primer, config=model_config)
         m = report.metrics
         rows.append({
             "model": name,
             "pitch_input": model_config.pitch_input,
             "targets": model_config.targets,
-            "lstm_units": "-".join(str(u) for u in model_config.lstm_units),
+            "architecture": model_config.describe_architecture(),
             "params": count_params(model_config),
             "validations": int(result.validations),
             "steps": int(result.steps),
@@ -161,6 +178,8 @@ def run_experiments(config: str | Path | dict[str, Any], out_dir: str | Path | N
             "train_seconds": round(float(result.train_seconds), 1),
             "wall_seconds": round(wall, 1) if not result.already_complete else math.nan,
             "stopped_by_budget": result.stopped_by_budget,
+            "train_target_notes_per_s": round(float(result.target_notes_per_second)),
+            "generation_notes_per_s": round(notes_per_s),
             **_history_row(result.history, result.best_validation),
             "heldout_pitch_nll": m["pitch_nll"],
             "heldout_perplexity": m["perplexity"],
@@ -174,6 +193,8 @@ def run_experiments(config: str | Path | dict[str, Any], out_dir: str | Path | N
             "best_temperature": m["best_temperature"],
             "overlap_area": m["overlap_area"],
             "kl_divergence": m["kl_divergence"],
+            **{f"pitch_nll_context_{int(r.context)}": r.pitch_nll for r in curve.itertuples()},
+            **{f"note_nll_context_{int(r.context)}": r.note_nll for r in curve.itertuples()},
         })
     first = reports[names[0]]
     window = first.scores[first.scores["context"] == first.scores["context"].iloc[0]]
@@ -211,6 +232,7 @@ def run_experiments(config: str | Path | dict[str, Any], out_dir: str | Path | N
         "best_overlap_area": float(trained["overlap_area"].max()),
     }
     atomic_write_text(out / "summary.json", json.dumps(_jsonable(summary), indent=2) + "\n")
+    atomic_write_text(out / "context_curve.csv", pd.concat(curves).to_csv(index=False))
     atomic_write_text(out / "experiment_log.csv", log.to_csv())
     atomic_write_text(out / "experiment_log.md", _experiment_markdown(log, summary, cfg, goals))
 
@@ -220,6 +242,7 @@ def run_experiments(config: str | Path | dict[str, Any], out_dir: str | Path | N
     scores = scores.assign(context="same notes for every model")
     figures = {
         "loss_curves.png": lambda: _plots.loss_curves_together(histories),
+        "context_curve.png": lambda: _plots.context_curves(pd.concat(curves)),
         "nll_bars.png": lambda: _plots.nll_bars(scores),
         "temperature_sweep.png": lambda: _plots.overlap_by_temperature(
             {n: r.sweep for n, r in reports.items()},

@@ -490,12 +490,10 @@ class _AttentionLayer:
     ``[q, k, v, swap(q), swap(k)]``, and the turned query and key are ``[q, k] * cos +
     [swap(q), swap(k)] * sin`` (``swap`` of a head's halves (a, b) is (-b, a))."""
 
-    qkv: np.ndarray  # (d, 5 d): normalised input -> query, key, value, swapped query and key
-    qkv_bias: np.ndarray  # (5 d,)
+    qkv: np.ndarray  # (d + 1, 5 d): [normalised input, 1] -> query, key, value, swapped q, k
     output: np.ndarray  # (d, d)
     output_bias: np.ndarray  # (d,)
-    ff_in: np.ndarray  # (d, ff)
-    ff_in_bias: np.ndarray  # (ff,)
+    ff_in: np.ndarray  # (d + 1, ff): [normalised input, 1] -> hidden
     ff_out: np.ndarray  # (ff, d)
     ff_out_bias: np.ndarray  # (d,)
     epsilon: tuple[float, float]  # of norm_1 and norm_2
@@ -516,7 +514,7 @@ class _AttentionState:
     the whole batch is reset at once.
     """
 
-    def __init__(self, net: "NoteTransformer", batch: int):
+    def __init__(self, net: "NoteTransformer", batch: int, blocks: int = 1):
         self.batch = batch
         h, hd, c = net.num_heads, net.head_dim, net.capacity
         self.keys = [np.zeros((batch, h, hd, c), np.float32) for _ in net.layers]
@@ -524,6 +522,8 @@ class _AttentionState:
         self.count = 0
         self.heads = np.zeros((batch, net.heads.shape[1]), np.float32)
         self.top = np.ones((batch, net.model_dim + 1), np.float32)  # [normalised x, 1]
+        bounds = np.linspace(0, batch, max(1, min(int(blocks), batch)) + 1).astype(int)
+        self.blocks = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
     def reset(self, rows: slice = slice(None)) -> None:
         """Empty the cache (of every stream: a transformer's streams are reset together)."""
@@ -533,17 +533,19 @@ class _AttentionState:
         self.count = 0
 
 
-def _normalise(x: np.ndarray, epsilon: float, mean_vector: np.ndarray) -> np.ndarray:
-    """Layer normalisation without gain and bias (those are folded into the next matrix).
+def _normalise(x: np.ndarray, epsilon: float, mean_vector: np.ndarray,
+               out: np.ndarray) -> np.ndarray:
+    """Layer normalisation without gain and bias (those are folded into the next matrix), into
+    ``out[:, :d]``; ``out``'s last column is a constant 1 that picks the matrix's bias row.
 
     ``mean_vector`` is ``ones(d) / d``: row means as one matrix-vector product each, cheaper
     than ``mean`` for the handful of rows the sampler steps.
     """
-    centred = x - (x @ mean_vector)[:, None]
+    centred = np.subtract(x, (x @ mean_vector)[:, None], out=out[:, :-1])
     variance = np.square(centred) @ mean_vector
     variance += epsilon
     centred *= (1.0 / np.sqrt(variance))[:, None]
-    return centred
+    return out
 
 
 def _read_dense(layer) -> tuple[np.ndarray, np.ndarray]:
@@ -639,8 +641,8 @@ class NoteTransformer(_NetHeads):
             w1, b1 = _fold(_read_norm(block.norm_2), *_read_dense(block.ff_in))
             w2, b2 = _read_dense(block.ff_out)
             layers.append(_AttentionLayer(
-                qkv=qkv.astype(f32), qkv_bias=qkv_bias.astype(f32), output=wo.astype(f32),
-                output_bias=bo.astype(f32), ff_in=w1.astype(f32), ff_in_bias=b1.astype(f32),
+                qkv=np.concatenate([qkv, qkv_bias[None]]).astype(f32), output=wo.astype(f32),
+                output_bias=bo.astype(f32), ff_in=np.concatenate([w1, b1[None]]).astype(f32),
                 ff_out=w2.astype(f32), ff_out_bias=b2.astype(f32),
                 epsilon=(float(block.norm_1.epsilon), float(block.norm_2.epsilon))))
         final = model.get_layer("final_norm")
@@ -655,8 +657,23 @@ class NoteTransformer(_NetHeads):
                    features=4 if len(kernels) > 3 else 3, rotary_base=ROTARY_BASE)
 
     def new_state(self, batch: int, blocks: int = 1) -> _AttentionState:
-        """An empty cache for ``batch`` streams (``blocks`` splits an LSTM's rows; unused)."""
-        return _AttentionState(self, batch)
+        """An empty cache for ``batch`` streams, cut into ``blocks`` of rows that are stepped
+        on separate threads."""
+        return _AttentionState(self, batch, blocks)
+
+    ROTARY_BLOCK = 1024  # positions whose rotary cosines and sines are computed at once
+
+    def _rotary(self, position: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per query/key column, the cosine and sine of its pair's angle at ``position`` (the
+        same in every head), from a table of :attr:`ROTARY_BLOCK` positions."""
+        start = position - position % self.ROTARY_BLOCK
+        if getattr(self, "_rotary_start", None) != start:
+            angles = np.arange(start, start + self.ROTARY_BLOCK)[:, None] * self.frequencies
+            columns = 4 * self.num_heads  # (query, key) x heads x (first, second half)
+            self._rotary_cos = np.tile(np.cos(angles), columns).astype(np.float32)
+            self._rotary_sin = np.tile(np.sin(angles), columns).astype(np.float32)
+            self._rotary_start = start
+        return self._rotary_cos[position - start], self._rotary_sin[position - start]
 
     def _embed(self, notes: np.ndarray) -> np.ndarray:
         pitch = np.clip(np.rint(notes[:, 0]), 0, N_PITCHES - 1).astype(np.intp)
@@ -673,6 +690,30 @@ class NoteTransformer(_NetHeads):
         """Feed one raw note per stream; returns the head outputs as :meth:`NoteRNN.step` does
         (a view of a buffer of ``state`` that the next call overwrites)."""
         notes = np.asarray(notes, dtype=np.float32)
+        cos, sin = self._rotary(state.count)
+        blocks = state.blocks
+        if len(blocks) == 1:
+            self._step_rows(state, notes, blocks[0], cos, sin, heads is not False)
+        else:
+            pool = _thread_pool()
+            futures = [pool.submit(self._step_rows, state, notes[rows], rows, cos, sin,
+                                   heads is not False) for rows in blocks[1:]]
+            self._step_rows(state, notes[blocks[0]], blocks[0], cos, sin, heads is not False)
+            for future in futures:
+                future.result()
+        state.count += 1
+        if heads is False:
+            return None
+        if heads is True:
+            np.dot(state.top, self.heads, out=state.heads)
+            return state.heads
+        out = state.heads[heads]
+        np.dot(state.top[heads], self.heads, out=out)
+        return out
+
+    def _step_rows(self, state: _AttentionState, notes: np.ndarray, block: slice,
+                   cos: np.ndarray, sin: np.ndarray, top: bool) -> None:
+        """One step of the streams in ``block`` (their cache rows and their ``state.top``)."""
         rows = len(notes)
         x = self._embed(notes)
         d, h, hd = self.model_dim, self.num_heads, self.head_dim
@@ -680,13 +721,10 @@ class NoteTransformer(_NetHeads):
         position = state.count
         slot = position % self.capacity
         seen = min(position + 1, self.capacity)
-        angles = position * self.frequencies
-        # per query/key column: the cosine and sine of its pair's angle (the same in every head)
-        cos = np.tile(np.cos(angles), 4 * h).astype(np.float32)
-        sin = np.tile(np.sin(angles), 4 * h).astype(np.float32)
-        for layer, keys, values in zip(self.layers, state.keys, state.values):
-            qkv = _normalise(x, layer.epsilon[0], mean_vector) @ layer.qkv
-            qkv += layer.qkv_bias
+        normalised = state.top[block]  # [x normalised, 1]: the next matrix's input and bias
+        for layer, all_keys, all_values in zip(self.layers, state.keys, state.values):
+            keys, values = all_keys[block], all_values[block]
+            qkv = _normalise(x, layer.epsilon[0], mean_vector, normalised) @ layer.qkv
             turned = qkv[:, : 2 * d] * cos
             turned += qkv[:, 3 * d:] * sin
             keys[:, :, :, slot] = turned[:, d:].reshape(rows, h, hd)
@@ -698,21 +736,12 @@ class NoteTransformer(_NetHeads):
             attended = np.matmul(scores, values[:, :, :seen])  # (rows, h, 1, hd)
             x += attended.reshape(rows, d) @ layer.output
             x += layer.output_bias
-            hidden = _normalise(x, layer.epsilon[1], mean_vector) @ layer.ff_in
-            hidden += layer.ff_in_bias
+            hidden = _normalise(x, layer.epsilon[1], mean_vector, normalised) @ layer.ff_in
             np.maximum(hidden, 0.0, out=hidden)
             x += hidden @ layer.ff_out
             x += layer.ff_out_bias
-        state.count = position + 1
-        if heads is False:
-            return None
-        state.top[:, :d] = _normalise(x, self.final_epsilon, mean_vector)
-        if heads is True:
-            np.dot(state.top, self.heads, out=state.heads)
-            return state.heads
-        out = state.heads[heads]
-        np.dot(state.top[heads], self.heads, out=out)
-        return out
+        if top:
+            _normalise(x, self.final_epsilon, mean_vector, normalised)
 
     def run(self, notes: np.ndarray, state: _AttentionState | None = None
             ) -> tuple[np.ndarray, _AttentionState]:

@@ -666,3 +666,27 @@ def loss_curves_together(
         if ax.get_lines():
             ax.legend(fontsize="small")
     return fig
+
+
+def context_curves(curves: "pd.DataFrame", figsize: tuple[float, float] = (6.0, 3.6)
+                   ) -> "Figure":
+    """Held-out pitch NLL against the notes of context, one line per model
+    (:func:`musicrnn.evaluation.context_curve`'s rows, ``model``, ``context``, ``pitch_nll``):
+    where a model uses a longer past, its line falls."""
+    if curves.empty:
+        raise MusicRNNError("no context curve to plot")
+    fig, axes = _new_figure(figsize)
+    ax = axes[0][0]
+    for index, (name, group) in enumerate(curves.groupby("model", sort=False)):
+        group = group.sort_values("context")
+        ax.plot(group["context"], group["pitch_nll"], marker="o", label=str(name),
+                color=SET_COLORS[index % len(SET_COLORS)])
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(curves["context"].unique()))
+    ax.set_xticklabels([str(c) for c in sorted(curves["context"].unique())])
+    ax.set_xlabel("notes of context")
+    ax.set_ylabel("pitch NLL (nats/note)")
+    ax.set_title("Held-out pitch NLL by context length (the same notes)")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return fig
