@@ -206,3 +206,23 @@ def test_the_sampler_generates_reproducibly_and_refuses_re_priming_lanes(chorale
     assert sampler.reprime_every is None and "cache" in sampler.describe()
     with pytest.raises(MusicRNNError, match="sliding window of cached keys"):
         gen.Sampler(model, config=config, reprime_every=10)
+
+
+def test_whole_pieces_are_scored_as_the_sampler_plays_them():
+    """Scoring a whole piece (evaluation's carried scores, notebook 04's drift check) reads a
+    transformer through the same sliding window its sampler keeps, not with full attention far
+    past its training length: every position's outputs are the cached sampler's."""
+    from musicrnn import evaluation as ev
+
+    config = small(seq_length=8)
+    model = mm.build_model(config)
+    notes = random_notes(np.random.default_rng(6), 2, 30)
+    played = heads_at(ev.sequence_model(model, config), notes)
+    net = gen.note_network(model, config)
+    state = net.new_state(2)
+    for t in range(notes.shape[1]):
+        np.testing.assert_allclose(net.step(state, notes[:, t]), played[:, t], atol=1e-4)
+    full = heads_at(model, notes)  # full attention differs once the piece outgrows the window
+    assert np.abs(full[:, -1] - played[:, -1]).max() > 1e-3
+    assert ev.sequence_model(played_model := mm.build_model(config.replace(
+        attention_window=8)), None) is played_model

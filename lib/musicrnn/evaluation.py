@@ -417,6 +417,8 @@ def generation_speed(model: Any, primer: np.ndarray, *, config: Any = None,
 
 def sequence_model(model: Any, config: Any = None) -> Any:
     """``model`` with its top LSTM returning every position, reading any length; same weights.
+    A transformer comes back attending to its last ``seq_length`` notes at every position, as
+    its sampler plays (:func:`musicrnn.model.sliding_window_model`).
 
     A model of this package is rebuilt by :func:`musicrnn.model.with_sequence_outputs` (with the
     run's ``ModelConfig`` when given); any other Keras model has its config edited: the top LSTM
@@ -424,9 +426,12 @@ def sequence_model(model: Any, config: Any = None) -> Any:
     """
     import keras
 
-    from .model import with_sequence_outputs
+    from .model import sliding_window_model, with_sequence_outputs
 
     try:
+        windowed = sliding_window_model(model, config)
+        if windowed is not None:  # a transformer: as its sampler plays, a sliding window
+            return windowed
         return with_sequence_outputs(model, True, config)
     except MusicRNNError:
         pass  # not this package's layer layout: edit the Keras config instead

@@ -187,6 +187,19 @@ def _numpy_activation(fn) -> tuple[str, Any]:
     return str(name), table[name]
 
 
+def _apply_heads(state, weights: np.ndarray, heads: bool | slice) -> np.ndarray | None:
+    """The head outputs of a step: ``state.top`` (``[x, 1]`` per stream) times ``weights``,
+    for every stream (True), a slice of rows, or none (False); a view of ``state.heads``."""
+    if heads is False:
+        return None
+    if heads is True:
+        np.dot(state.top, weights, out=state.heads)
+        return state.heads
+    out = state.heads[heads]
+    np.dot(state.top[heads], weights, out=out)
+    return out
+
+
 class _NetHeads:
     """What the sampler reads off a NumPy network's heads (shared by the LSTM and the
     transformer)."""
@@ -355,14 +368,7 @@ class NoteRNN(_NetHeads):
             self._step_block(blocks[0], notes[blocks[0].rows])
             for future in futures:
                 future.result()
-        if heads is False:
-            return None
-        if heads is True:
-            np.dot(state.top, self.heads, out=state.heads)
-            return state.heads
-        out = state.heads[heads]
-        np.dot(state.top[heads], self.heads, out=out)
-        return out
+        return _apply_heads(state, self.heads, heads)
 
     def _step_block(self, block: _Block, notes: np.ndarray) -> None:
         features = self.features
@@ -702,14 +708,7 @@ class NoteTransformer(_NetHeads):
             for future in futures:
                 future.result()
         state.count += 1
-        if heads is False:
-            return None
-        if heads is True:
-            np.dot(state.top, self.heads, out=state.heads)
-            return state.heads
-        out = state.heads[heads]
-        np.dot(state.top[heads], self.heads, out=out)
-        return out
+        return _apply_heads(state, self.heads, heads)
 
     def _step_rows(self, state: _AttentionState, notes: np.ndarray, block: slice,
                    cos: np.ndarray, sin: np.ndarray, top: bool) -> None:

@@ -913,14 +913,17 @@ def param_breakdown(config: ModelConfig, input_dim: int | None = None) -> list[d
                      "formula": f"4 x ({units} x ({width} + {units}) + {units})",
                      "params": lstm_param_count(units, width)})
         width = units
+    return rows + _head_rows(config, width)
+
+
+def _head_rows(config: ModelConfig, width: int) -> list[dict[str, Any]]:
+    """The breakdown rows of the dense heads reading ``width`` numbers."""
     timing_units = timing_width(config.timing)
     heads = [("pitch", N_PITCHES), ("step", timing_units), ("duration", timing_units)]
     if config.velocity != "none":
         heads.append((VELOCITY_HEAD, config.velocity_bins))
-    for head, units in heads:
-        rows.append({"layer": head, "formula": f"{units} x {width} + {units}",
-                     "params": dense_param_count(units, width)})
-    return rows
+    return [{"layer": head, "formula": f"{units} x {width} + {units}",
+             "params": dense_param_count(units, width)} for head, units in heads]
 
 
 def _transformer_breakdown(config: ModelConfig) -> list[dict[str, Any]]:
@@ -939,14 +942,7 @@ def _transformer_breakdown(config: ModelConfig) -> list[dict[str, Any]]:
                                 f" + 2 x 2 x {d}",
                      "params": block})
     rows.append({"layer": "final_norm", "formula": f"2 x {d}", "params": 2 * d})
-    timing_units = timing_width(config.timing)
-    heads = [("pitch", N_PITCHES), ("step", timing_units), ("duration", timing_units)]
-    if config.velocity != "none":
-        heads.append((VELOCITY_HEAD, config.velocity_bins))
-    for head, units in heads:
-        rows.append({"layer": head, "formula": f"{units} x {d} + {units}",
-                     "params": dense_param_count(units, d)})
-    return rows
+    return rows + _head_rows(config, d)
 
 
 def count_params(config: ModelConfig) -> int:
@@ -1108,6 +1104,27 @@ def with_sequence_outputs(
     if returns_sequences(model) == bool(sequence_outputs):
         return model
     return transfer_weights(model, build_model(config, sequence_outputs=sequence_outputs))
+
+
+def sliding_window_model(model: keras.Model, config: ModelConfig | None = None
+                         ) -> keras.Model | None:
+    """A transformer as its sampler plays a piece longer than its window: every position
+    attends to the last ``seq_length`` notes only (``attention_window``), with the same weights
+    -- exactly the sampler's sliding cache. Returns the model itself when it already has an
+    attention window, and None for a model without attention blocks (an LSTM carries its state
+    instead).
+
+    Over a whole piece, a transformer's full attention would reach hundreds of notes further
+    back than anything it was trained on; scoring it that way would measure a model nobody
+    plays.
+    """
+    if not _attention_blocks(model):
+        return None
+    config = config or infer_config(model)
+    if config.attention_window:
+        return model
+    banded = config.replace(attention_window=config.seq_length)
+    return transfer_weights(model, build_model(banded, sequence_outputs=True))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from .model import (
     build_model, compile_model, get_preset, note_features, transfer_weights,
     with_sequence_outputs, write_run_files,
 )
-from .model import returns_sequences
+from .model import returns_sequences, sliding_window_model
 from .notes import NoteCorpus
 from .sequences import (
     WindowDataset, make_dataset, match_features, piece_features, seed_window,
@@ -1243,7 +1243,7 @@ def _carried_logits(model, pieces: list[np.ndarray], positions: list[np.ndarray]
     """Pitch logits for predicting note ``t`` of each piece from notes ``0..t-1`` (state carried);
     pieces run in length-sorted, end-padded batches (padding after a piece changes nothing
     before it)."""
-    sequence = _view(model, True)
+    sequence = sliding_window_model(model) or _view(model, True)  # as the sampler plays
     order = np.argsort([len(p) for p in pieces])
     result: list[np.ndarray | None] = [None] * len(pieces)
     i = 0
