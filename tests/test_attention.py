@@ -226,3 +226,21 @@ def test_whole_pieces_are_scored_as_the_sampler_plays_them():
     assert np.abs(full[:, -1] - played[:, -1]).max() > 1e-3
     assert ev.sequence_model(played_model := mm.build_model(config.replace(
         attention_window=8)), None) is played_model
+
+
+def test_long_pieces_are_scored_in_chunks_with_the_same_numbers(monkeypatch):
+    """A sliding-window transformer's output at a position depends on the last blocks x
+    (window - 1) notes only, so a long piece is scored in chunks (memory linear in its length,
+    not quadratic: a MAESTRO performance has thousands of notes) with the same numbers."""
+    from musicrnn import evaluation as ev
+
+    config = small(seq_length=8)
+    model = mm.build_model(config)
+    piece = random_notes(np.random.default_rng(7), 1, 90, velocity=True)[0]
+    whole = ev.score_carried(model, [piece], config=config)
+    monkeypatch.setattr(ev, "CARRIED_CHUNK", 16)  # 16 positions a pass, 14 notes before each
+    chunked = ev.score_carried(model, [piece], config=config)
+    assert ev._receptive_field(ev.sequence_model(model, config)) == 2 * 7
+    assert chunked.n_notes == whole.n_notes == 89
+    assert chunked.note_nll == pytest.approx(whole.note_nll, abs=1e-5)
+    assert chunked.pitch_nll == pytest.approx(whole.pitch_nll, abs=1e-5)

@@ -392,7 +392,8 @@ def context_curve(model: Any, pieces: Sequence[np.ndarray] | Any,
     rows = []
     for context in usable:
         scores = score_windows(model, pieces, context, name=name, min_position=usable[-1],
-                               max_positions=max_positions, progress=progress)
+                               max_positions=max_positions, progress=progress,
+                               batch_size=max(16, 25_600 // context))  # attention: T^2 memory
         rows.append({"model": name, "context": context, "n_notes": scores.n_notes,
                      "pitch_nll": scores.pitch_nll, "note_nll": scores.note_nll})
     return pd.DataFrame(rows)
@@ -457,6 +458,34 @@ def sequence_model(model: Any, config: Any = None) -> Any:
     return rebuilt
 
 
+CARRIED_CHUNK = 512  # positions per forward pass when a sliding-window model scores a piece
+
+
+def _receptive_field(model: Any) -> int | None:
+    """How many notes before a position can change its outputs (None: all of them, as for an
+    LSTM's carried state or full attention)."""
+    from .model import _attention_blocks
+
+    blocks = _attention_blocks(model) if hasattr(model, "layers") else []
+    if not blocks or not all(block.window for block in blocks):
+        return None
+    return sum(block.window - 1 for block in blocks)
+
+
+def _predict_in_chunks(model: Any, x: np.ndarray, reach: int | None) -> dict[str, np.ndarray]:
+    """The model's outputs at every position of ``x``: one pass, or (with a finite ``reach``)
+    chunks of :data:`CARRIED_CHUNK` positions, each fed the ``reach`` notes before it."""
+    if reach is None or x.shape[1] <= CARRIED_CHUNK + reach:
+        return _heads(model.predict_on_batch(x))
+    parts: dict[str, list[np.ndarray]] = {}
+    for begin in range(0, x.shape[1], CARRIED_CHUNK):
+        first = max(0, begin - reach)
+        out = _heads(model.predict_on_batch(x[:, first:begin + CARRIED_CHUNK]))
+        for key, value in out.items():
+            parts.setdefault(key, []).append(value[:, begin - first:])
+    return {key: np.concatenate(values, axis=1) for key, values in parts.items()}
+
+
 def score_carried(model: Any, pieces: Sequence[np.ndarray] | Any, *, name: str = "model",
                   config: Any = None, min_position: int = 1, batch_size: int = 16,
                   return_per_note: bool = False, progress: bool = False):
@@ -466,11 +495,17 @@ def score_carried(model: Any, pieces: Sequence[np.ndarray] | Any, *, name: str =
     the output after note ``t - 1`` predicts note ``t``, so every note ``t >= min_position``
     (default 1: all but the first) is scored with all the notes before it as context. Pieces are
     batched by length, padded at the end (padding after a position never changes it).
+
+    A transformer reads each piece through its sliding window (:func:`sequence_model`); its
+    outputs depend on the last ``blocks x (window - 1)`` notes only, so long pieces go through it
+    in chunks of :data:`CARRIED_CHUNK` positions, each after that many notes before it: the same
+    numbers as one pass, in memory that does not grow with the square of the piece.
     """
     pieces = as_pieces(pieces)
     if min_position < 1:
         raise MusicRNNError("min_position must be >= 1: the first note of a piece has no context")
     seq_model = sequence_model(model, config)
+    reach = _receptive_field(seq_model)
     order = np.argsort([len(p) for p in pieces], kind="stable")
     usable = [i for i in order if len(pieces[i]) > min_position]
     if not usable:
@@ -485,7 +520,7 @@ def score_carried(model: Any, pieces: Sequence[np.ndarray] | Any, *, name: str =
         x = np.zeros((len(group), max(len(i) for i in inputs), inputs[0].shape[1]), np.float32)
         for row, piece_input in enumerate(inputs):
             x[row, :len(piece_input)] = piece_input
-        heads = _heads(seq_model.predict_on_batch(x))
+        heads = _predict_in_chunks(seq_model, x, reach)
         for row, piece in enumerate(group):
             idx = np.arange(min_position, len(piece))  # targets; their output sits at idx - 1
             per_note.append(acc.add_predictions({k: h[row, idx - 1] for k, h in heads.items()},
