@@ -594,7 +594,7 @@ class NoteTransformer(_NetHeads):
                  heads: np.ndarray, *, num_heads: int, capacity: int, final_epsilon: float,
                  timing_width: int, velocity_bins: int, features: int,
                  rotary_base: float = 10000.0):
-        from .model import velocity_edges
+        from .model import rotary_frequencies, velocity_edges
         from .timing import TIME_EDGES
 
         self.embedding = embedding  # pitch, step-class, duration-class[, velocity-class] tables
@@ -608,8 +608,9 @@ class NoteTransformer(_NetHeads):
         self.timing_width = int(timing_width)
         self.velocity_bins = int(velocity_bins)
         self.features = int(features)
-        half = self.head_dim // 2
-        self.frequencies = rotary_base ** (-np.arange(half, dtype=np.float64) / half)
+        self.frequencies = rotary_frequencies(self.head_dim, rotary_base)
+        self._rotary_start: int | None = None  # the first position of the rotary table below
+        self._rotary_cos = self._rotary_sin = np.zeros((0, 0), np.float32)
         self.mean_vector = np.full(self.model_dim, 1.0 / self.model_dim, np.float32)
         self.time_edges = np.asarray(TIME_EDGES, dtype=np.float32)
         self.velocity_edges = velocity_edges(self.velocity_bins) if self.velocity_bins else None
@@ -673,7 +674,7 @@ class NoteTransformer(_NetHeads):
         """Per query/key column, the cosine and sine of its pair's angle at ``position`` (the
         same in every head), from a table of :attr:`ROTARY_BLOCK` positions."""
         start = position - position % self.ROTARY_BLOCK
-        if getattr(self, "_rotary_start", None) != start:
+        if self._rotary_start != start:
             angles = np.arange(start, start + self.ROTARY_BLOCK)[:, None] * self.frequencies
             columns = 4 * self.num_heads  # (query, key) x heads x (first, second half)
             self._rotary_cos = np.tile(np.cos(angles), columns).astype(np.float32)

@@ -51,6 +51,7 @@ from .paths import atomic_path, atomic_write_text
 from .sequences import match_features
 from .timing import (
     TIME_BINS, TIME_EDGES, TIMINGS, VELOCITIES, VELOCITY_BINS, VELOCITY_MAX, timing_width,
+    velocity_classes,
 )
 
 N_PITCHES = 128
@@ -537,9 +538,9 @@ def _classes_of(values, edges):
 def velocity_edges(bins: int) -> np.ndarray:
     """Where each velocity class after the first begins (:func:`musicrnn.timing.velocity_classes`
     as comparisons: the class of ``v`` is how many of these are ``<= round(v)``)."""
-    starts = [v for v in range(2, VELOCITY_MAX + 1)
-              if (v - 1) * bins // VELOCITY_MAX != (v - 2) * bins // VELOCITY_MAX]
-    return np.asarray(starts, dtype=np.float32) - 0.5
+    classes = velocity_classes(np.arange(1, VELOCITY_MAX + 1), bins)
+    starts = np.flatnonzero(np.diff(classes)) + 2  # the velocity where each new class begins
+    return starts.astype(np.float32) - 0.5
 
 
 @keras.saving.register_keras_serializable(package="musicrnn")
@@ -598,11 +599,11 @@ ROTARY_BASE = 10000.0  # the rotary positions' longest wavelength scale (RoForme
 NORM_EPSILON = 1e-5  # the layer norms' epsilon (the sampler reads it off the layers)
 
 
-def rotary_angles(positions: np.ndarray, head_dim: int, base: float = ROTARY_BASE) -> np.ndarray:
-    """``(len(positions), head_dim // 2)`` angles: position times each pair's frequency."""
+def rotary_frequencies(head_dim: int, base: float = ROTARY_BASE) -> np.ndarray:
+    """The angle per position of each of a head's ``head_dim // 2`` rotary pairs (float64): the
+    one definition the Keras block and the sampler's cached step both use."""
     half = head_dim // 2
-    frequencies = base ** (-np.arange(half, dtype=np.float64) / half)
-    return np.asarray(positions, dtype=np.float64)[:, None] * frequencies[None, :]
+    return base ** (-np.arange(half, dtype=np.float64) / half)
 
 
 @keras.saving.register_keras_serializable(package="musicrnn")
@@ -660,8 +661,7 @@ class AttentionBlock(keras.layers.Layer):
         v = ops.reshape(self.value(h), split)
         half = self.head_dim // 2
         positions = ops.cast(ops.arange(length), "float32")
-        frequencies = ops.convert_to_tensor(
-            (ROTARY_BASE ** (-np.arange(half, dtype=np.float64) / half)).astype(np.float32))
+        frequencies = ops.convert_to_tensor(rotary_frequencies(self.head_dim).astype(np.float32))
         angles = ops.expand_dims(positions, -1) * ops.expand_dims(frequencies, 0)  # (T, half)
         cos = ops.cast(ops.cos(angles)[None, :, None, :], q.dtype)
         sin = ops.cast(ops.sin(angles)[None, :, None, :], q.dtype)
