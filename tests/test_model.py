@@ -129,6 +129,31 @@ def closed_form(units: tuple[int, ...], input_dim: int, embedding: int = 0) -> i
     return total + (width * 128 + 128) + 2 * (width * 1 + 1)
 
 
+@pytest.mark.parametrize("preset, changes", [
+    ("v4", {"lstm_units": [8], "pitch_embedding_dim": 4, "seq_length": 6}),
+    ("v6", {"model_dim": 8, "attention_layers": 1, "attention_heads": 2, "ff_dim": 8,
+            "seq_length": 6}),
+])
+def test_compiled_models_make_their_training_variables_before_the_first_step(preset, changes):
+    # made while compiling, not inside the first traced step (which TensorFlow would then trace
+    # twice): training creates no variable
+    cfg = mm.get_preset(preset).replace(**changes)
+    model = mm.compile_model(mm.build_model(cfg), cfg, jit_compile=False)
+    assert model.optimizer.built
+    made = {id(v) for v in model.optimizer.variables + model.metrics_variables}
+    assert len(model.metrics_variables) >= 2  # the loss trackers
+    rng = np.random.default_rng(0)
+    notes = np.stack([rng.integers(40, 80, (4, 6)), rng.uniform(0, 1, (4, 6)),
+                      rng.uniform(0, 1, (4, 6)), rng.integers(20, 110, (4, 6))], -1)
+    targets = {"pitch": rng.integers(40, 80, (4, 6)), "step": rng.uniform(0, 1, (4, 6)),
+               "duration": rng.uniform(0, 1, (4, 6)), "velocity": rng.integers(0, 8, (4, 6))}
+    features = model.inputs[0].shape[-1]
+    loss = model.train_on_batch(notes[..., :features].astype("float32"),
+                                {name: targets[name] for name in model.output})
+    assert np.isfinite(np.asarray(loss)).all()
+    assert {id(v) for v in model.optimizer.variables + model.metrics_variables} == made
+
+
 def test_parameter_counts_equal_the_closed_form():
     assert mm.count_params(mm.get_preset("baseline")) == closed_form((128,), 3) == 84_354
     assert mm.count_params(mm.get_preset("v1")) == closed_form((128,), 3) == 84_354
