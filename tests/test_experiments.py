@@ -52,22 +52,20 @@ def test_experiments_train_on_one_budget_and_write_the_log(chorale_run, tmp_path
         "contexts: [4, 16]\n"
         "models:\n  baseline: {preset: baseline, lstm_units: [8], seq_length: 12,"
         " early_stopping_patience: 1000}\n"
-        "  v4: {preset: v4, lstm_units: [8], seq_length: 16, pitch_embedding_dim: 4,"
-        " early_stopping_patience: 1000}\n"
         "  v6: {preset: v6, model_dim: 8, attention_layers: 1, attention_heads: 2, ff_dim: 16,"
         " seq_length: 16, velocity: none, early_stopping_patience: 1000}\n"
     )
     out = tmp_path / "experiments"
     log = ex.run_experiments(config, out, data_dir=chorale_run["data_dir"], progress=False)
-    assert list(log.index[:3]) == ["baseline", "v4", "v6"]
+    assert list(log.index[:2]) == ["baseline", "v6"]
     assert {"unigram", "markov2", "markov4", "repeat last"} <= set(log.index)
-    trained = log.loc[["baseline", "v4", "v6"]]
+    trained = log.loc[["baseline", "v6"]]
     assert log.loc["v6", "architecture"].startswith("transformer: 1 blocks x 2 heads")
     # speed and context, measured for every model: the same notes after 4 and after 16 notes
     assert (trained["train_target_notes_per_s"] > 0).all()
     assert (trained["generation_notes_per_s"] > 0).all()
     curves = pd.read_csv(out / "context_curve.csv")
-    assert sorted(curves["model"].unique()) == ["baseline", "v4", "v6"]
+    assert sorted(curves["model"].unique()) == ["baseline", "v6"]
     assert curves.groupby("model")["n_notes"].nunique().eq(1).all()  # the same notes per model
     assert np.isfinite(trained[["pitch_nll_context_4", "pitch_nll_context_16"]]).all().all()
     assert trained["stopped_by_budget"].all()  # 2 s: the budget, not the epochs, ended training
@@ -78,27 +76,27 @@ def test_experiments_train_on_one_budget_and_write_the_log(chorale_run, tmp_path
                  "nll_bars.png", "temperature_sweep.png", "distributions.png",
                  "context_curve.png"):
         assert (out / name).is_file(), name
-    for model_name in ("baseline", "v4", "v6"):
+    for model_name in ("baseline", "v6"):
         assert (out / model_name / "music_rnn_model.keras").is_file()
         assert (out / model_name / "evaluation" / "metrics.json").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["min_position"] == 16  # the longest seq_length: the same notes for both
-    assert summary["best_model"] in ("baseline", "v4", "v6")
+    assert summary["best_model"] in ("baseline", "v6")
     goals = summary["goals"]
-    assert set(goals) == {"baseline", "v4", "v6"}
+    assert set(goals) == {"baseline", "v6"}
     for name, g in goals.items():
         assert g["all_goals"] == (g["goal_markov2_15pct"] and g["goal_beats_best_ngram"]
                                   and g["goal_overlap_0_8"])
         assert g["pitch_nll"] == pytest.approx(log.loc[name, "heldout_pitch_nll"])
     meeting = [n for n, g in goals.items() if g["all_goals"]]
     expected = (min(meeting, key=lambda n: goals[n]["pitch_nll"]) if meeting
-                else str(log.loc[["baseline", "v4", "v6"], "heldout_pitch_nll"].idxmin()))
+                else str(log.loc[["baseline", "v6"], "heldout_pitch_nll"].idxmin()))
     assert summary["best_model"] == expected
     assert summary["best_model_meets_every_goal"] == bool(meeting)
     # the categorical timing model was scored on its median times
-    assert np.isfinite(log.loc["v4", "heldout_step_mae"])
-    # every head of v4 is categorical, so it has a note NLL; the baseline preset regresses timing
-    assert np.isfinite(log.loc["v4", "heldout_note_nll"])
+    assert np.isfinite(log.loc["v6", "heldout_step_mae"])
+    # every head of v6 is categorical, so it has a note NLL; the baseline preset regresses timing
+    assert np.isfinite(log.loc["v6", "heldout_note_nll"])
     assert np.isnan(log.loc["baseline", "heldout_note_nll"])
     assert log.loc["markov1", "heldout_note_nll"] < log.loc["unigram", "heldout_note_nll"]
     assert isinstance(summary["goal_beats_best_ngram"], bool)
