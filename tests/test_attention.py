@@ -170,6 +170,29 @@ def test_the_cached_step_gives_the_full_windows_distribution_at_every_position(v
     np.testing.assert_allclose(probabilities["pitch"], window, atol=1e-5)
 
 
+def test_one_stream_steps_as_a_row_of_a_batch_does():
+    """One stream takes a path of its own (Python floats and table rows, fewer NumPy calls):
+    the same classes and numbers as a row of a batch, on notes at the edges of their classes
+    (a velocity halfway between two integers, times exactly on a class edge)."""
+    config = small()
+    model = mm.build_model(config)
+    net = gen.note_network(model, config)
+    notes = random_notes(np.random.default_rng(11), 3, config.seq_length)
+    edges = net.time_edges
+    notes[1, :, 1] = edges[np.arange(config.seq_length) % len(edges)]  # on an edge
+    notes[1, :, 2] = np.nextafter(edges[-np.arange(1, config.seq_length + 1)], 0)  # just below
+    halves = net.velocity_edges  # k - 0.5 where class k begins (rounded to even), and above
+    notes[1, :, 3] = halves[np.arange(config.seq_length) % len(halves)] + np.resize(
+        [0.0, 0.1], config.seq_length)
+    notes[1, 0] = (130.0, 0.0, 0.0, 127.5)  # past the last pitch and velocity
+    batch, single = net.new_state(3), net.new_state(1)
+    for t in range(config.seq_length):
+        np.testing.assert_array_equal(net._embed(notes[1:2, t]), net._embed(notes[:, t])[1:2])
+        together = net.step(batch, notes[:, t])[1].copy()
+        np.testing.assert_allclose(net.step(single, notes[1:2, t])[0], together, atol=2e-5)
+    np.testing.assert_allclose(single.top, batch.top[1:2], atol=2e-6)
+
+
 def test_beyond_the_cache_the_window_slides():
     """Past ``capacity`` notes the oldest key leaves the cache: every step then equals the model
     whose attention sees only the last ``capacity`` notes (``attention_window``) run over the

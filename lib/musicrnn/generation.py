@@ -30,6 +30,7 @@ a 4-column primer given to a 3-column model loses its velocities).
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 from dataclasses import dataclass, field
@@ -545,9 +546,16 @@ def _normalise(x: np.ndarray, epsilon: float, mean_vector: np.ndarray,
     ``out[:, :d]``; ``out``'s last column is a constant 1 that picks the matrix's bias row.
 
     ``mean_vector`` is ``ones(d) / d``: row means as one matrix-vector product each, cheaper
-    than ``mean`` for the handful of rows the sampler steps.
+    than ``mean`` for the handful of rows the sampler steps. One row (a single stream, where
+    the count of NumPy calls is the cost) takes its mean and spread as Python floats.
     """
-    centred = np.subtract(x, (x @ mean_vector)[:, None], out=out[:, :-1])
+    centred = out[:, :-1]
+    if len(x) == 1:
+        row = centred[0]
+        np.subtract(x[0], float(np.dot(x[0], mean_vector)), out=row)
+        row *= 1.0 / math.sqrt(float(np.dot(row, row)) / len(row) + epsilon)
+        return out
+    np.subtract(x, (x @ mean_vector)[:, None], out=centred)
     variance = np.square(centred) @ mean_vector
     variance += epsilon
     centred *= (1.0 / np.sqrt(variance))[:, None]
@@ -614,6 +622,9 @@ class NoteTransformer(_NetHeads):
         self.mean_vector = np.full(self.model_dim, 1.0 / self.model_dim, np.float32)
         self.time_edges = np.asarray(TIME_EDGES, dtype=np.float32)
         self.velocity_edges = velocity_edges(self.velocity_bins) if self.velocity_bins else None
+        self._time_edge_list = self.time_edges.tolist()  # the same float32 values, for bisect
+        self._velocity_edge_list = ([] if self.velocity_edges is None
+                                    else self.velocity_edges.tolist())
 
     @classmethod
     def from_keras(cls, model, capacity: int | None = None) -> "NoteTransformer":
@@ -683,13 +694,28 @@ class NoteTransformer(_NetHeads):
         return self._rotary_cos[position - start], self._rotary_sin[position - start]
 
     def _embed(self, notes: np.ndarray) -> np.ndarray:
+        if len(notes) == 1:  # one stream: table rows picked in Python, three additions
+            return self._embed_one(notes[0])[None]
         pitch = np.clip(np.rint(notes[:, 0]), 0, N_PITCHES - 1).astype(np.intp)
         x = self.embedding[0][pitch]
-        x += self.embedding[1][np.searchsorted(self.time_edges, notes[:, 1], side="right")]
-        x += self.embedding[2][np.searchsorted(self.time_edges, notes[:, 2], side="right")]
+        classes = np.searchsorted(self.time_edges, notes[:, 1:3], side="right")
+        x += self.embedding[1][classes[:, 0]]
+        x += self.embedding[2][classes[:, 1]]
         if self.velocity_edges is not None:
             velocity = np.rint(notes[:, 3])
             x += self.embedding[3][np.searchsorted(self.velocity_edges, velocity, side="right")]
+        return x
+
+    def _embed_one(self, note: np.ndarray) -> np.ndarray:
+        """:meth:`_embed` of one note: the same classes (``bisect`` on the same float32 edges,
+        ``round`` halves to even as ``np.rint`` does)."""
+        pitch, step, duration = float(note[0]), float(note[1]), float(note[2])
+        x = self.embedding[0][min(max(round(pitch), 0), N_PITCHES - 1)].copy()
+        x += self.embedding[1][bisect.bisect_right(self._time_edge_list, step)]
+        x += self.embedding[2][bisect.bisect_right(self._time_edge_list, duration)]
+        if self.velocity_edges is not None:
+            x += self.embedding[3][bisect.bisect_right(self._velocity_edge_list,
+                                                       round(float(note[3])))]
         return x
 
     def step(self, state: _AttentionState, notes: np.ndarray,
@@ -730,10 +756,11 @@ class NoteTransformer(_NetHeads):
             keys[:, :, :, slot] = turned[:, d:].reshape(rows, h, hd)
             values[:, :, slot, :] = qkv[:, 2 * d: 3 * d].reshape(rows, h, hd)
             scores = np.matmul(turned[:, :d].reshape(rows, h, 1, hd), keys[:, :, :, :seen])
-            scores -= scores.max(axis=-1, keepdims=True)  # (rows, h, 1, seen)
+            scores -= np.maximum.reduce(scores, axis=-1, keepdims=True)  # (rows, h, 1, seen)
             np.exp(scores, out=scores)
-            scores *= 1.0 / scores.sum(axis=-1, keepdims=True)
             attended = np.matmul(scores, values[:, :, :seen])  # (rows, h, 1, hd)
+            attended /= np.add.reduce(scores, axis=-1, keepdims=True)  # softmax's division,
+            # on the head_dim numbers the weights give instead of on the seen weights
             x += attended.reshape(rows, d) @ layer.output
             x += layer.output_bias
             hidden = _normalise(x, layer.epsilon[1], mean_vector, normalised) @ layer.ff_in
