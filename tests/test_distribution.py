@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from musicrnn.errors import MusicRNNError
-from musicrnn.model import load_run
+from musicrnn.model import get_preset, load_run
 from musicrnn.notes import NoteCorpus
 from musicrnn.training import train
-from training_support import job_env, script, tiny
+from training_support import TINY, job_env, script, tiny
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +38,14 @@ _DISTRIBUTED_JOB = """
     from musicrnn.notes import NoteCorpus
     from musicrnn.training import train
 
-    config = ModelConfig.from_json(sys.argv[4])
     strategy = "mirrored" if sys.argv[3] == "two-cpus" else None
-    result = train(config, "bach-chorales", sys.argv[1], corpus=NoteCorpus.from_npz(sys.argv[2]),
-                   strategy=strategy, progress=False)  # one validation, at the end of the pass
-    print("RESULT " + json.dumps({"strategy": result.strategy, "replicas": result.replicas,
-                                  "steps": result.steps, "val_loss": result.best_val_loss}))
+    for index, config_json in enumerate(sys.argv[4:]):  # one run directory per config
+        run_dir = sys.argv[1] + ("" if index == 0 else f"-{index}")
+        result = train(ModelConfig.from_json(config_json), "bach-chorales", run_dir,
+                       corpus=NoteCorpus.from_npz(sys.argv[2]), strategy=strategy,
+                       progress=False)  # one validation, at the end of the pass
+        print("RESULT " + json.dumps({"strategy": result.strategy, "replicas": result.replicas,
+                                      "steps": result.steps, "val_loss": result.best_val_loss}))
 """
 
 
@@ -57,15 +59,23 @@ def _result_line(stdout: str) -> dict:
 def test_mirrored_strategy_on_two_logical_cpus(corpus, tmp_path):
     job = script(tmp_path, _DISTRIBUTED_JOB)
     corpus_path = corpus.to_npz(tmp_path / "corpus.npz")
-    config = tiny(epochs=1)
+    # an LSTM preset and the attention preset, one after the other in the same process (as
+    # notebook 04 trains several models in one kernel): the second under the same strategy
+    lstm = tiny(epochs=1)
+    attention = get_preset("v6", **{**TINY, "epochs": 1, "model_dim": 8, "attention_layers": 1,
+                                    "attention_heads": 2, "ff_dim": 16, "velocity": "none"})
     done = subprocess.run([sys.executable, str(job), str(tmp_path / "run"), str(corpus_path),
-                           "two-cpus", config.to_json()], env=job_env(), capture_output=True,
-                          text=True, timeout=300)
+                           "two-cpus", lstm.to_json(), attention.to_json()], env=job_env(),
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    result = _result_line(done.stdout)
-    assert result["strategy"] == "MirroredStrategy" and result["replicas"] == 2
-    assert np.isfinite(result["val_loss"])
+    results = [json.loads(line[len("RESULT "):]) for line in done.stdout.splitlines()
+               if line.startswith("RESULT ")]
+    assert len(results) == 2, done.stdout[-3000:]
+    for result in results:
+        assert result["strategy"] == "MirroredStrategy" and result["replicas"] == 2
+        assert np.isfinite(result["val_loss"])
     assert load_run(tmp_path / "run").config.seq_length == 16
+    assert load_run(tmp_path / "run-1").config.architecture == "transformer"
 
 
 def test_slurm_steps_with_several_tasks_choose_the_multi_worker_strategy(monkeypatch):

@@ -338,18 +338,21 @@ def test_overfits_one_batch_of_real_notes(chorale_notes, preset):
 
 @pytest.mark.slow
 def test_saved_models_load_in_a_fresh_process_with_identical_predictions(tmp_path, chorale_notes):
-    """v3 (regressed timing), v4 (time classes) and v5 (velocity), each trained a step and saved,
+    """v3 (regressed timing), v4 (time classes), v5 (velocity) and v6 (attention), each trained a
+    step and saved,
     load with plain ``keras.saving.load_model`` in one fresh process (no state shared with this
     one; importing ``musicrnn.model`` registers the layers and losses) and predict exactly what
     they predicted here, with their losses and optimiser state."""
     # the chorale's notes with a velocity column that varies (the chorale itself has one velocity)
     played = np.column_stack([chorale_notes, np.linspace(30, 110, len(chorale_notes)).round()])
     expected = {}
-    for name in ("v3", "v4", "v5"):
-        cfg = mm.get_preset(name, lstm_units=[32, 16], pitch_embedding_dim=8, seq_length=20)
+    for name in ("v3", "v4", "v5", "v6"):
+        cfg = mm.get_preset(name, lstm_units=[32, 16], pitch_embedding_dim=8, seq_length=20,
+                            model_dim=16, attention_layers=2, attention_heads=2, ff_dim=32)
         model = mm.compile_model(mm.build_model(cfg), cfg)
-        x, y = windows(played if name == "v5" else chorale_notes, n=8, length=cfg.seq_length)
-        y = velocity_targets(y, cfg.targets) if name == "v5" else targets(y, cfg.targets)
+        velocity = name in ("v5", "v6")
+        x, y = windows(played if velocity else chorale_notes, n=8, length=cfg.seq_length)
+        y = velocity_targets(y, cfg.targets) if velocity else targets(y, cfg.targets)
         # trained weights, optimiser state: one step of fit, run eagerly (tracing the training
         # step would cost ~5 s a model; what is saved and loaded is the same either way)
         model.run_eagerly = True
@@ -392,6 +395,9 @@ def test_saved_models_load_in_a_fresh_process_with_identical_predictions(tmp_pat
         "v5": {"heads": heads + ["velocity"], "timing": "categorical", "velocity": "categorical",
                "step_loss": "time_class_crossentropy", "iterations": 1,
                "input_scaling": "PitchEmbedding"},
+        "v6": {"heads": heads + ["velocity"], "timing": "categorical", "velocity": "categorical",
+               "step_loss": "time_class_crossentropy", "iterations": 1,
+               "input_scaling": "NoteEmbedding"},
     }
     for name, want in expected.items():
         with np.load(tmp_path / name / "out.npz", allow_pickle=False) as got:

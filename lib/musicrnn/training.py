@@ -229,17 +229,32 @@ def resolve_strategy(strategy: Any = None) -> Any:
             return None
     if strategy == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
+        names = tuple(d.name for d in devices)
+        return _made_once(("mirrored", names), lambda: tf.distribute.MirroredStrategy(list(names)))
     if strategy == "multiworker":
         if not os.environ.get("TF_CONFIG"):
             raise MusicRNNError("the multi-worker strategy needs TF_CONFIG describing the cluster")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _made_once(("multiworker", os.environ["TF_CONFIG"]),
+                          tf.distribute.MultiWorkerMirroredStrategy)
     if strategy == "slurm":
-        resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
-        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+        return _made_once(("slurm",), lambda: tf.distribute.MultiWorkerMirroredStrategy(
+            cluster_resolver=tf.distribute.cluster_resolver.SlurmClusterResolver()))
     raise MusicRNNError(
         f"unknown strategy {strategy!r}; use 'auto', 'mirrored', 'multiworker', 'slurm' or 'none'"
     )
+
+
+_STRATEGIES: dict[tuple, Any] = {}  # the strategies this process made, by kind and devices
+
+
+def _made_once(key: tuple, make) -> Any:
+    """One strategy of a kind per process, made on first use: a second ``MirroredStrategy``
+    would number its collective operations from the same keys as the first, and the second
+    model trained in a process (notebook 04's comparison on a host with two GPUs) would stop
+    with a collective shape mismatch; a process has one multi-worker set-up anyway."""
+    if key not in _STRATEGIES:
+        _STRATEGIES[key] = make()
+    return _STRATEGIES[key]
 
 
 def strategy_name(strategy: Any) -> str:
