@@ -39,7 +39,9 @@ def load_experiment_config(path: str | Path) -> dict[str, Any]:
     Keys: ``dataset``, ``max_files``, ``seed``, ``budget_seconds`` (training wall-clock per
     model), ``train`` (more arguments of :func:`musicrnn.training.train`), ``evaluation``
     (arguments of :func:`evaluate_model`), ``contexts`` (the context lengths of
-    :func:`musicrnn.evaluation.context_curve`, default 50, 100, 200, 400) and ``models``:
+    :func:`musicrnn.evaluation.context_curve`, default 50, 100, 200, 400), ``min_position``
+    (notes of context before every scored note; default: the longest ``seq_length``) and
+    ``models``:
     ``{name: {preset: ..., <ModelConfig field>: value, ...}}``.
     """
     from .paths import read_yaml
@@ -47,7 +49,7 @@ def load_experiment_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     raw = read_yaml(path, f"experiments file at {path}; see configs/experiments-*.yaml")
     known = {"description", "dataset", "max_files", "data_dir", "seed", "budget_seconds", "train",
-             "evaluation", "contexts", "models"}
+             "evaluation", "contexts", "min_position", "models"}
     if not isinstance(raw, dict) or set(raw) - known:
         raise MusicRNNError(f"{path}: unknown keys {sorted(set(raw) - known)}; known: "
                             f"{sorted(known)}")
@@ -65,6 +67,11 @@ def load_experiment_config(path: str | Path) -> dict[str, Any]:
             isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in contexts):
         raise MusicRNNError(f"{path}: contexts must be a list of whole numbers >= 1 (notes of "
                             f"context), got {contexts!r}")
+    min_position = raw.get("min_position")
+    if min_position is not None and (isinstance(min_position, bool)
+                                     or not isinstance(min_position, int) or min_position < 1):
+        raise MusicRNNError(f"{path}: min_position must be a whole number >= 1 (notes of context "
+                            f"before every scored note), got {min_position!r}")
     budget = raw.get("budget_seconds", 120)
     if not isinstance(budget, (int, float)) or budget <= 0:
         raise MusicRNNError(f"{path}: budget_seconds must be a positive number, got {budget!r}")
@@ -79,6 +86,7 @@ def load_experiment_config(path: str | Path) -> dict[str, Any]:
         "train": dict(raw.get("train") or {}),
         "evaluation": dict(raw.get("evaluation") or {}),
         "contexts": [int(c) for c in contexts],
+        "min_position": min_position,
         "models": {str(k): dict(v) for k, v in models.items()},
     }
 
@@ -132,7 +140,9 @@ def run_experiments(config: str | Path | dict[str, Any], out_dir: str | Path | N
     corpus = load_corpus(cfg["dataset"], data_dir=data_dir, max_files=cfg["max_files"])
     configs = {n: resolve_config(dict(cfg["models"][n]), seed=cfg["seed"]) for n in names}
     configs = {n: c.replace(name=n) for n, c in configs.items()}
-    min_position = max(c.seq_length for c in configs.values())
+    # every model scored on the same notes: after a whole window of the longest (or the file's
+    # min_position, which keeps a new row's notes those of an earlier log)
+    min_position = cfg.get("min_position") or max(c.seq_length for c in configs.values())
     split = held_out_split(corpus, "test")
     baselines = fit_ngram_baselines(
         list(corpus.iter_features("train")),
