@@ -267,3 +267,23 @@ def test_long_pieces_are_scored_in_chunks_with_the_same_numbers(monkeypatch):
     assert chunked.n_notes == whole.n_notes == 89
     assert chunked.note_nll == pytest.approx(whole.note_nll, abs=1e-5)
     assert chunked.pitch_nll == pytest.approx(whole.pitch_nll, abs=1e-5)
+
+
+def test_the_context_curve_reads_long_contexts_as_the_sampler_plays_them():
+    """Past its training length a transformer is scored through its sliding window (what its
+    sampler does after that many notes), not with full attention over notes it never saw."""
+    from musicrnn import evaluation as ev
+
+    config = small(seq_length=8)
+    model = mm.build_model(config)
+    pieces = list(random_notes(np.random.default_rng(8), 3, 40, velocity=True))
+    curve = ev.context_curve(model, pieces, [4, 20], max_positions=None).set_index("context")
+    played = mm.sliding_window_model(model, config)
+    for context in (4, 20):  # the same notes: those after 20 of context
+        expected = ev.score_windows(played, pieces, context, min_position=20)
+        assert curve.loc[context, "pitch_nll"] == pytest.approx(expected.pitch_nll, abs=1e-6)
+    full = ev.score_windows(model, pieces, 20, min_position=20)  # what it is not
+    assert abs(curve.loc[20, "pitch_nll"] - full.pitch_nll) > 1e-4
+    # within the training length the window changes nothing
+    assert curve.loc[4, "pitch_nll"] == pytest.approx(
+        ev.score_windows(model, pieces, 4, min_position=20).pitch_nll, abs=1e-5)

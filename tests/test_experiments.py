@@ -17,10 +17,11 @@ from musicrnn.errors import MusicRNNError
 # -- experiments files ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["experiments-quick.yaml", "experiments-maestro.yaml"])
+@pytest.mark.parametrize("name", ["experiments-quick.yaml", "experiments-maestro.yaml",
+                                  "experiments-maestro-cpu.yaml"])
 def test_the_experiment_files_load(name):
     cfg = ex.load_experiment_config(Path(__file__).resolve().parents[1] / "configs" / name)
-    assert {"baseline", "v1", "v2"} <= set(cfg["models"])
+    assert {"baseline", "v2"} <= set(cfg["models"])  # the original designs
     assert len(cfg["models"]) >= 4  # and at least one proposed variant
     assert cfg["budget_seconds"] > 0
 
@@ -32,6 +33,8 @@ def test_the_experiment_files_load(name):
     ("models: {a: {preset: v2, dropout: 2.0}}\n", "dropout"),
     ("budget_seconds: -5\nmodels: {a: {preset: v2}}\n", "budget_seconds"),
     ("models: {}\n", "'models'"),
+    ("min_position: 0\nmodels: {a: {preset: v2}}\n", "min_position"),
+    ("min_position: many\nmodels: {a: {preset: v2}}\n", "min_position"),
 ])
 def test_bad_experiment_files_are_refused(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
@@ -49,7 +52,7 @@ def test_experiments_train_on_one_budget_and_write_the_log(chorale_run, tmp_path
         "dataset: bach-chorales\nmax_files: 8\nseed: 3\nbudget_seconds: 2\n"
         "train: {validate_every: 5, validation_windows: 64}\n"
         "evaluation: {temperatures: [1.0], num_samples: 4, num_notes: 16}\n"
-        "contexts: [4, 16]\n"
+        "contexts: [4, 16]\nmin_position: 18\n"
         "models:\n  baseline: {preset: baseline, lstm_units: [8], seq_length: 12,"
         " early_stopping_patience: 1000}\n"
         "  v6: {preset: v6, model_dim: 8, attention_layers: 1, attention_heads: 2, ff_dim: 16,"
@@ -80,7 +83,7 @@ def test_experiments_train_on_one_budget_and_write_the_log(chorale_run, tmp_path
         assert (out / model_name / "music_rnn_model.keras").is_file()
         assert (out / model_name / "evaluation" / "metrics.json").is_file()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["min_position"] == 16  # the longest seq_length: the same notes for both
+    assert summary["min_position"] == 18  # the file's (else the longest seq_length, 16)
     assert summary["best_model"] in ("baseline", "v6")
     goals = summary["goals"]
     assert set(goals) == {"baseline", "v6"}
@@ -132,6 +135,14 @@ def test_short_run_trains_for_its_budget_and_scores_fixed_notes(chorale_run, tmp
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["model"]["lr_schedule"] == "cosine" and config["model"]["lstm_units"] == [8]
     assert config["results"]["stopped_by_budget"]
+
+
+def test_a_min_position_shorter_than_a_window_is_refused_before_training(tmp_path):
+    config = tmp_path / "short.yaml"
+    config.write_text("min_position: 10\nmodels:\n  a: {preset: baseline, seq_length: 12}\n")
+    with pytest.raises(MusicRNNError, match="min_position 10 is shorter than the longest"):
+        ex.run_experiments(config, tmp_path / "out", data_dir=tmp_path / "data", progress=False)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()  # nothing made
 
 
 def test_short_run_refuses_bad_input_on_one_line(tmp_path, capsys):

@@ -375,11 +375,19 @@ def context_curve(model: Any, pieces: Sequence[np.ndarray] | Any,
     for (``max_positions`` of them, evenly spaced); contexts longer than that are left out. A
     model that uses its context well gets lower NLL as ``c`` grows; one that cannot (an
     n-gram, or a network that forgets) stays flat; a model read past the length it was trained
-    on may get worse. Returns a DataFrame with ``model``, ``context``, ``n_notes``,
-    ``pitch_nll`` and ``note_nll``.
+    on may get worse. A transformer reads every context as its sampler plays it, through its
+    sliding window (:func:`musicrnn.model.sliding_window_model`): past its training length each
+    block attends to the last ``seq_length`` notes, the deeper blocks reaching further back
+    through them; full attention over more notes than it was trained on is no way it is ever
+    played. Returns a DataFrame with ``model``, ``context``, ``n_notes``, ``pitch_nll`` and
+    ``note_nll``.
     """
     import pandas as pd
 
+    if hasattr(model, "layers"):  # a Keras model (not an n-gram baseline)
+        from .model import sliding_window_model
+
+        model = sliding_window_model(model) or model
     pieces = as_pieces(pieces)
     contexts = sorted({int(c) for c in contexts})
     if not contexts or contexts[0] < 1:

@@ -134,15 +134,20 @@ def run_experiments(config: str | Path | dict[str, Any], out_dir: str | Path | N
     if unknown:
         raise MusicRNNError(f"models {unknown} are not in the experiments file "
                             f"({', '.join(cfg['models'])})")
-    out = Path(out_dir) if out_dir else RUNS / f"{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
     data_dir = data_dir or cfg.get("data_dir")
-    corpus = load_corpus(cfg["dataset"], data_dir=data_dir, max_files=cfg["max_files"])
     configs = {n: resolve_config(dict(cfg["models"][n]), seed=cfg["seed"]) for n in names}
     configs = {n: c.replace(name=n) for n, c in configs.items()}
     # every model scored on the same notes: after a whole window of the longest (or the file's
-    # min_position, which keeps a new row's notes those of an earlier log)
-    min_position = cfg.get("min_position") or max(c.seq_length for c in configs.values())
+    # min_position, which keeps a new row's notes those of an earlier log with a longer model)
+    longest = max(c.seq_length for c in configs.values())
+    min_position = cfg.get("min_position") or longest
+    if min_position < longest:  # refused before an hour of training, not after it
+        raise MusicRNNError(f"min_position {min_position} is shorter than the longest model's "
+                            f"seq_length ({longest}): every scored note needs a whole window; "
+                            f"raise min_position to {longest} or leave it out")
+    out = Path(out_dir) if out_dir else RUNS / f"{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = load_corpus(cfg["dataset"], data_dir=data_dir, max_files=cfg["max_files"])
     split = held_out_split(corpus, "test")
     baselines = fit_ngram_baselines(
         list(corpus.iter_features("train")),
