@@ -287,3 +287,16 @@ def test_the_context_curve_reads_long_contexts_as_the_sampler_plays_them():
     # within the training length the window changes nothing
     assert curve.loc[4, "pitch_nll"] == pytest.approx(
         ev.score_windows(model, pieces, 4, min_position=20).pitch_nll, abs=1e-5)
+
+
+def test_a_loaded_run_knows_its_window(tmp_path):
+    """A transformer's layers cannot say how long its training window was; a run loaded from
+    its folder keeps ``config.json``'s, so its sliding window is that long (not a default)."""
+    config = small(seq_length=20).replace(name="my-v6")
+    model = mm.build_model(config)
+    mm.write_run_files(tmp_path / "run", model, config,
+                       random_notes(np.random.default_rng(9), 1, 30)[0])
+    run = mm.load_run(tmp_path / "run")
+    assert mm.infer_config(run.model).seq_length == 20
+    played = mm.sliding_window_model(run.model)
+    assert {block.window for block in mm._attention_blocks(played)} == {20}

@@ -367,7 +367,7 @@ def score_windows(model: Any, pieces: Sequence[np.ndarray] | Any, seq_length: in
 
 def context_curve(model: Any, pieces: Sequence[np.ndarray] | Any,
                   contexts: Sequence[int] = CONTEXT_LENGTHS, *, name: str = "model",
-                  max_positions: int | None = 5000, progress: bool = False):
+                  max_positions: int | None = 5000, progress: bool = False, config: Any = None):
     """Held-out NLL as a function of context length: the very same notes, each predicted from
     the last ``c`` notes before it, for every ``c`` of ``contexts``.
 
@@ -379,15 +379,16 @@ def context_curve(model: Any, pieces: Sequence[np.ndarray] | Any,
     sliding window (:func:`musicrnn.model.sliding_window_model`): past its training length each
     block attends to the last ``seq_length`` notes, the deeper blocks reaching further back
     through them; full attention over more notes than it was trained on is no way it is ever
-    played. Returns a DataFrame with ``model``, ``context``, ``n_notes``, ``pitch_nll`` and
-    ``note_nll``.
+    played (``config``: the run's ``ModelConfig``, whose ``seq_length`` is that window; default:
+    read off the model). Returns a DataFrame with ``model``, ``context``, ``n_notes``,
+    ``pitch_nll`` and ``note_nll``.
     """
     import pandas as pd
 
     if hasattr(model, "layers"):  # a Keras model (not an n-gram baseline)
         from .model import sliding_window_model
 
-        model = sliding_window_model(model) or model
+        model = sliding_window_model(model, config) or model
     pieces = as_pieces(pieces)
     contexts = sorted({int(c) for c in contexts})
     if not contexts or contexts[0] < 1:

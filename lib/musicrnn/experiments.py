@@ -176,7 +176,7 @@ def run_experiments(config: str | Path | dict[str, Any], out_dir: str | Path | N
         histories[name] = result.history
         held_out = corpus_pieces(corpus, split, velocity=model_config.velocity != "none")
         curve = context_curve(result.model, held_out, cfg.get("contexts") or CONTEXT_LENGTHS,
-                              name=name)
+                              name=name, config=model_config)
         curves.append(curve)
         primer = held_out[0][: model_config.seq_length]
         notes_per_s = generation_speed(result.model, primer, config=model_config)

@@ -1665,6 +1665,9 @@ def load_run(run_dir: str | Path, compile: bool = True) -> Run:
             f"{list(config.lstm_units)}, pitch_input={config.pitch_input}, velocity="
             f"{config.velocity}; the folder mixes two runs"
         )
+    # what infer_config reads for this model from now on: its layers cannot say how long a window
+    # it was trained on (a transformer's sliding window is that long)
+    _CONFIGS[model] = config
     return Run(run_dir=run_dir, model=model, config=config, seed_sequence=seed, info=info)
 
 
