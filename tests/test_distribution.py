@@ -49,10 +49,15 @@ _DISTRIBUTED_JOB = """
 """
 
 
+def _result_lines(stdout: str) -> list[dict]:
+    """The job's ``RESULT {...}`` lines, one per trained config."""
+    return [json.loads(x[len("RESULT "):]) for x in stdout.splitlines() if x.startswith("RESULT ")]
+
+
 def _result_line(stdout: str) -> dict:
-    line = [x for x in stdout.splitlines() if x.startswith("RESULT ")]
-    assert line, stdout[-3000:]
-    return json.loads(line[-1][len("RESULT "):])
+    results = _result_lines(stdout)
+    assert results, stdout[-3000:]
+    return results[-1]
 
 
 @pytest.mark.slow
@@ -68,8 +73,7 @@ def test_mirrored_strategy_on_two_logical_cpus(corpus, tmp_path):
                            "two-cpus", lstm.to_json(), attention.to_json()], env=job_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    results = [json.loads(line[len("RESULT "):]) for line in done.stdout.splitlines()
-               if line.startswith("RESULT ")]
+    results = _result_lines(done.stdout)
     assert len(results) == 2, done.stdout[-3000:]
     for result in results:
         assert result["strategy"] == "MirroredStrategy" and result["replicas"] == 2

@@ -883,14 +883,13 @@ def _build_training_state(model: keras.Model, seq_length: int) -> None:
     if (getattr(model, "_distribute_strategy", None) is not None or not callable(build)
             or not model.built or not isinstance(outputs, dict) or len(model.inputs) != 1):
         return
-    batch, length, features = model.inputs[0].shape
-    notes = np.zeros((1, length or seq_length, features), np.float32)
+    _, length, features = model.inputs[0].shape
+    length = length or seq_length
+    notes = np.zeros((1, length, features), np.float32)
     sequence = len(next(iter(outputs.values())).shape) == 3  # a prediction after every note
-    targets = {
-        name: np.zeros((1, length or seq_length) if sequence else (1,),
-                       np.int32 if name in ("pitch", VELOCITY_HEAD) else np.float32)
-        for name, tensor in outputs.items()
-    }
+    targets = {name: np.zeros((1, length) if sequence else (1,),
+                              np.int32 if name in ("pitch", VELOCITY_HEAD) else np.float32)
+               for name in outputs}
     build(data_batch=(notes, targets))
 
 
