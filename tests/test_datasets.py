@@ -438,6 +438,97 @@ def test_local_maestro_folder_keeps_the_official_split(maestro_sample):
         assert f.metadata["year"] == rows[f.name]["year"]
 
 
+# -- mixtures: several datasets under one name ---------------------------------------------------
+
+
+MIXTURE = "bach-chorales+essen-folksongs"
+
+
+@pytest.fixture(scope="module")
+def mixture(chorale_data) -> tuple[Path, datasets.DatasetFiles]:
+    """Six chorales and six folk songs, written out as one mixture (spaces around the '+'), in
+    the chorales' data folder (its catalogue of the chorales takes seconds to make)."""
+    return chorale_data, datasets.download("bach-chorales + essen-folksongs", chorale_data,
+                                           max_files=6, progress=False)
+
+
+def test_mixture_gets_each_dataset_with_its_own_max_files(mixture):
+    data, files = mixture
+    assert files.dataset == MIXTURE and len(files) == 12
+    alone = {part: datasets.download(part, data, max_files=6, progress=False)
+             for part in ("bach-chorales", "essen-folksongs")}
+    for part, own in alone.items():
+        mine = [f for f in files if f.metadata["dataset"] == part]
+        assert len(mine) == 6 and min(own.counts().values()) >= 1
+        # each file as it is alone: its path, its split, its metadata, the name under a prefix
+        assert [(f.name, f.path, f.split) for f in mine] == [
+            (f"{part}/{f.name}", f.path, f.split) for f in own]
+        assert all({**f.metadata, "dataset": part} == m.metadata for f, m in zip(own, mine))
+        assert all(f.path.is_file() for f in mine)
+    assert files.total == sum(own.total for own in alone.values())
+    assert files.skipped == [(f"{part}/{source}", reason) for part, own in alone.items()
+                             for source, reason in own.skipped]
+    assert set(files.to_frame()["dataset"]) == set(alone)
+    lines = files.describe().splitlines()
+    assert lines[0].startswith(f"{MIXTURE}: 12 MIDI files (a subset of {files.total})")
+    assert "  bach-chorales 6, essen-folksongs 6" in lines
+    # plan lists every file of both, named as download names them
+    whole = datasets.plan(MIXTURE, data)
+    assert len(whole) == files.total
+    assert {f.name for f in files} <= {f.name for f in whole}
+
+
+@pytest.mark.parametrize("name, message", [
+    ("bach-chorales+bach-choral", "unknown dataset 'bach-choral' in the mixture "
+                                  "'bach-chorales+bach-choral' (did you mean 'bach-chorales'?)"),
+    ("bach-chorales++essen-folksongs", "part 2 of the mixture 'bach-chorales++essen-folksongs' "
+                                       "is empty"),
+    ("essen-folksongs+", "part 2 of the mixture 'essen-folksongs+' is empty"),
+    (" + bach-chorales", "part 1 of the mixture ' + bach-chorales' is empty"),
+    ("bach-chorales+essen-folksongs+bach-chorales ", "names 'bach-chorales' twice"),
+])
+def test_bad_mixtures_are_one_line_errors(tmp_path, name, message):
+    with pytest.raises(MusicRNNError) as info:
+        datasets.download(name, tmp_path, max_files=2, progress=False)
+    text = str(info.value)
+    assert text.startswith(message) or message in text, text
+    assert "\n" not in text and "maestro-v3" in text and "local:" in text  # the known ones
+    with pytest.raises(MusicRNNError, match=re.escape(message)):
+        datasets.plan(name, tmp_path)
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+
+
+def test_mixture_names_and_a_plus_inside_a_local_path(tmp_path, mixture):
+    assert datasets.mixture_parts("bach-chorales") == ["bach-chorales"]
+    assert datasets.mixture_parts(" maestro-v2 +bach-chorales") == ["maestro-v2", "bach-chorales"]
+    assert not datasets.is_mixture("essen-folksongs") and datasets.is_mixture(MIXTURE)
+    # '+' belongs to a local: path unless a registered name or local: follows it
+    songs, more = tmp_path / "c++ songs", tmp_path / "folk + more"
+    chorales = [f for f in mixture[1] if f.metadata["dataset"] == "bach-chorales"]
+    for folder, chosen in ((songs, chorales[:3]), (more, chorales[3:])):
+        folder.mkdir()
+        for f in chosen:
+            shutil.copy(f.path, folder / Path(f.name).name)
+    assert datasets.mixture_parts(f"local:{songs}") == [f"local:{songs}"]
+    assert datasets.mixture_parts(f"local:{songs}+bach-chorales") == [f"local:{songs}",
+                                                                      "bach-chorales"]
+    name = f"local:{songs} + local:{more}"
+    assert datasets.mixture_parts(name) == [f"local:{songs}", f"local:{more}"]
+    files = datasets.download(name, progress=False)
+    prefixes = {f.name.split("/")[0] for f in files}
+    assert prefixes == {datasets.part_prefix(f"local:{songs}"), datasets.part_prefix(
+        f"local:{more}")} and all(p.startswith("local-") for p in prefixes)
+    assert datasets.part_prefix(f"local:{songs}/") == datasets.part_prefix(f"local:{songs}")
+    assert sorted(f.metadata["dataset"] for f in files) == [f"local:{songs}"] * 3 + [
+        f"local:{more}"] * 3
+    assert files.root == tmp_path
+    with pytest.raises(MusicRNNError, match="twice"):
+        datasets.mixture_parts(f"local:{songs}+local:{songs}/")
+    # a misspelt dataset after a local: part reads as the folder's path, and the message says so
+    with pytest.raises(MusicRNNError, match=r"no folder at .*\+bach-choral .*belongs to the path"):
+        datasets.download(f"local:{songs}+bach-choral", progress=False)
+
+
 # -- MAESTRO copies with bad input: built in tmp_path from sample files ---------------------------
 
 
@@ -821,6 +912,7 @@ def _cli(*args: str, env: dict | None = None, prefix: tuple[str, ...] = ()):
     ("no-such-dataset",),
     ("local:/no/such/folder",),
     ("bach-chorales", "--max-files", "0"),
+    ("bach-chorales+no-such-dataset",),
 ])
 def test_cli_bad_input_is_one_line(args, tmp_path):
     result = _cli(*args, "--data-dir", str(tmp_path))

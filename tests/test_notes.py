@@ -10,6 +10,8 @@ import csv
 import json
 import os
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pandas as pd
 import pretty_midi
 import pytest
 
-from musicrnn import notes
+from musicrnn import datasets, notes
 from musicrnn.cli import main as cli_main
 from musicrnn.datasets import DatasetFile
 from musicrnn.errors import MusicRNNError
@@ -92,6 +94,10 @@ def pedal(value: int, channel: int = 0) -> mido.Message:
     """A sustain-pedal control change (CC 64): 64 or more is down."""
     return mido.Message("control_change", control=64, value=value, channel=channel)
 
+
+MUSICRNN = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "musicrnn"
+if not MUSICRNN.exists():  # an installed environment other than the project's .venv
+    MUSICRNN = Path(sys.executable).with_name("musicrnn")
 
 TICK = 60.0 / (120.0 * 480)  # one tick of notes_to_midi's default grid, in seconds
 BEAT_TICKS = 480  # ticks per beat of write_midi's files: 0.5 s at the default 120 bpm
@@ -766,6 +772,107 @@ def test_cli_extract_bad_name_is_one_line(tmp_path, capsys):
     folder.mkdir()
     assert cli_main(["extract", f"local:{folder}", "--data-dir", str(tmp_path)]) == 2
     assert "\n" not in capsys.readouterr().err.strip()
+
+
+# -- mixtures of datasets --------------------------------------------------------------------------
+
+MIXTURE = "bach-chorales+essen-folksongs"
+
+
+@pytest.fixture(scope="module")
+def mixture_data(tmp_path_factory) -> Path:
+    """One data folder for the mixtures below: music21's catalogues are made once."""
+    return tmp_path_factory.mktemp("mixture-data")
+
+
+def test_mixture_corpus_labels_each_piece_and_keeps_each_datasets_cache(mixture_data, capsys):
+    corpus = notes.extract_corpus(" bach-chorales + essen-folksongs", data_dir=mixture_data,
+                                  max_files=4)
+    out = capsys.readouterr().out
+    assert f"Mixed 8 pieces ({corpus.n_notes:,} notes) of {MIXTURE}: bach-chorales 4, " \
+           f"essen-folksongs 4" in out
+    assert corpus.dataset == MIXTURE and len(corpus) == 8 and not corpus.sustain
+    assert list(corpus.metadata["dataset"]) == ["bach-chorales"] * 4 + ["essen-folksongs"] * 4
+    assert set(corpus.metadata["sustain"]) == {"0"}
+    # each dataset cached on its own, exactly as alone; nothing named after the mixture
+    caches = notes.cache_paths(MIXTURE, mixture_data, 4)
+    assert [c.name for c in caches] == ["bach-chorales-max4.npz", "essen-folksongs-max4.npz"]
+    assert all(c.is_file() and c.with_name(c.stem + ".manifest.json").is_file() for c in caches)
+    assert [p.name for p in (mixture_data / "notes").iterdir()
+            if not p.name.startswith(("bach-chorales-max", "essen-folksongs-max", "local-"))] == []
+    with pytest.raises(MusicRNNError, match="no note cache of its own.*cache_paths"):
+        notes.cache_path(MIXTURE, mixture_data, 4)
+    assert notes.dataset_slug(MIXTURE, 4) == "bach-chorales+essen-folksongs-max4"
+    for part in ("bach-chorales", "essen-folksongs"):
+        alone = notes.load_corpus(part, data_dir=mixture_data, max_files=4)
+        assert "from the cache" in capsys.readouterr().out
+        mine = corpus.subset(np.flatnonzero(corpus.metadata["dataset"] == part))
+        assert list(mine.names) == [f"{part}/{n}" for n in alone.names]
+        assert list(mine.splits) == list(alone.splits)  # each dataset keeps its own splits
+        assert set(alone.splits) == {"train", "validation", "test"}
+        for c in NOTE_COLUMNS:
+            np.testing.assert_array_equal(mine.columns[c], alone.columns[c])
+        for key in corpus.metadata:  # the parts' keys unioned, "" where a part has none
+            expected = alone.metadata.get(key, [""] * len(alone))
+            if key not in ("dataset", "sustain"):
+                assert list(mine.metadata[key]) == list(expected), key
+        assert [s for s in corpus.skipped if s[0].startswith(part + "/")] == [
+            (f"{part}/{n}", r) for n, r in alone.skipped]
+        # a piece is found by its plain name (one dataset has it) or by its mixture name
+        i = corpus.find(alone.names[2])
+        assert corpus.names[i] == f"{part}/{alone.names[2]}" == corpus.names[corpus.find(
+            f"{part}/{alone.names[2]}")]
+    assert "bwv" in corpus.metadata and "collection" in corpus.metadata
+    files = datasets.download(MIXTURE, mixture_data, max_files=4, progress=False)
+    assert sorted(corpus.names) == sorted(f.name for f in files)  # the files' names
+    loaded = notes.load_corpus(MIXTURE, data_dir=mixture_data, max_files=4)
+    assert list(loaded.names) == list(corpus.names) and loaded.dataset == MIXTURE
+    np.testing.assert_array_equal(loaded.columns["duration"], corpus.columns["duration"])
+
+
+def test_mixture_keeps_each_datasets_sustain_pedal(maestro_sample, mixture_data):
+    """MAESTRO's durations sound with the pedal, the folk songs' do not, in one corpus."""
+    piano = f"local:{maestro_sample}"
+    name = f"essen-folksongs+{piano}"
+    corpus = notes.extract_corpus(name, data_dir=mixture_data, max_files=3, progress=False)
+    assert not corpus.sustain and not notes.sustain_default(name)  # not every part sustained
+    assert notes.sustain_default(f"maestro-v2+{piano}")
+    alone = notes.load_corpus(piano, data_dir=mixture_data, max_files=3)
+    assert alone.sustain
+    mine = np.flatnonzero(corpus.metadata["dataset"] == piano)
+    assert list(corpus.metadata["sustain"]) == ["0"] * 3 + ["1"] * 3 and len(mine) == 3
+    np.testing.assert_array_equal(corpus.subset(mine).columns["duration"],
+                                  alone.columns["duration"])
+    prefix = datasets.part_prefix(piano)
+    assert prefix.startswith("local-maestro-v2.0.0-")
+    assert list(corpus.names[mine]) == [f"{prefix}/{n}" for n in alone.names]
+    assert corpus.find(alone.names[0]) == mine[0]  # by the CSV's file name
+    assert all(corpus.metadata["canonical_composer"][mine])
+    assert not any(corpus.metadata["canonical_composer"][:3])
+    # sustain given for the mixture applies to every part (each cached beside its default)
+    key_up = notes.extract_corpus(name, data_dir=mixture_data, max_files=3, progress=False,
+                                  sustain=False)
+    assert set(key_up.metadata["sustain"]) == {"0"}
+    assert notes.cache_paths(name, mixture_data, 3, False)[1] == notes.cache_path(
+        piano, mixture_data, 3, False) and notes.cache_path(piano, mixture_data, 3,
+                                                            False).is_file()
+    assert (key_up.columns["duration"] <= corpus.columns["duration"]).all()
+
+
+def test_cli_extracts_a_mixture(mixture_data):
+    def extract(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(MUSICRNN), "extract", *args, "--data-dir", str(mixture_data)],
+                              capture_output=True, text=True, timeout=120)
+
+    result = extract(MIXTURE, "--max-files", "4")
+    assert result.returncode == 0, result.stderr
+    assert "Mixed 8 pieces" in result.stdout and "validation" in result.stdout
+    result = extract("bach-chorales+bach-choral", "--max-files", "4")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"musicrnn extract: error: unknown dataset 'bach-choral' in the mixture "
+        f"'bach-chorales+bach-choral' (did you mean 'bach-chorales'?); choose one of "
+        f"{', '.join(datasets.list_datasets())}, or local:/path/to/a/folder/of/midi/files"]
 
 
 def test_load_corpus_falls_back_to_cache_when_files_are_gone(chorales, tmp_path, capsys):

@@ -131,6 +131,7 @@ def test_dataset_and_data_dir_reach_every_notebook(tmp_path, monkeypatch):
     dataset = check_dataset("local:copy")  # relative to here, not to notebooks/
     data_dir = check_data_dir("data")
     assert dataset == f"local:{tmp_path / 'copy'}" and data_dir == str(tmp_path / "data")
+    assert check_dataset("essen-folksongs + local:copy") == f"essen-folksongs+{dataset}"
     for nb in notebook_paths(ROOT / "notebooks"):
         params = notebook_parameters(cfg, nb, tmp_path / "run", dataset=dataset,
                                      data_dir=data_dir, overrides={"seed": 3})

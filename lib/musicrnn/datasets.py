@@ -13,6 +13,15 @@ name                network    source
 ``local:<dir>``     offline    any folder of ``.mid`` / ``.midi`` files, searched recursively
 ==================  =========  ===============================================================
 
+Mixtures
+    Names joined by ``+`` (``bach-chorales+essen-folksongs``, ``bach-chorales+maestro-v2``,
+    ``essen-folksongs+local:<dir>``) name a mixture: each part is fetched, split and subset
+    exactly as it is alone (``max_files`` applies to *each* part) and the files are listed
+    together, each named ``<part prefix>/<its name in the part>`` (the prefix is the registry
+    name, or for a ``local:`` part :func:`part_prefix`'s ``local-<folder>-<hash>``), each with
+    ``metadata["dataset"]``, the part as it was named. See :func:`mixture_parts` for the rules
+    (and for a ``+`` inside a ``local:`` folder's path).
+
 Where the files go: ``<data_dir>/raw/<folder>/`` (``data/raw/bach-chorales/``,
 ``data/raw/maestro-v2.0.0/``); a ``local:`` folder is read where it is.
 
@@ -222,13 +231,125 @@ def get_dataset(name: str) -> Dataset:
         )
     if name in DATASETS:
         return DATASETS[name]
-    close = difflib.get_close_matches(name, list(DATASETS), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise MusicRNNError(f"unknown dataset {name!r}{hint}; choose one of {_known_names()}")
+    raise _unknown(name)
 
 
 def _known_names() -> str:
     return ", ".join(DATASETS) + ", or local:/path/to/a/folder/of/midi/files"
+
+
+def _unknown(name: str, where: str = "") -> MusicRNNError:
+    close = difflib.get_close_matches(name, list(DATASETS), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return MusicRNNError(f"unknown dataset {name!r}{where}{hint}; choose one of {_known_names()}")
+
+
+# -- mixtures: several datasets under one name ----------------------------------------------------
+
+MIXTURE_SEPARATOR = "+"
+"""Joins the datasets of a mixture: ``bach-chorales+essen-folksongs``."""
+
+
+def mixture_parts(name: str) -> list[str]:
+    """The datasets a name mixes, in the order given: ``"bach-chorales+essen-folksongs"`` gives
+    ``["bach-chorales", "essen-folksongs"]``; a name without ``+`` gives ``[name]``.
+
+    Whitespace around each part is stripped, and every part is checked as :func:`get_dataset`
+    checks a name, before anything is fetched.
+
+    A ``+`` inside a ``local:`` part belongs to the folder's path (``local:~/code/c++`` is one
+    folder) unless the text after it, up to the next ``+``, is a registered name or starts with
+    ``local:``: ``local:~/a+b`` is the folder ``a+b``; ``local:~/a+bach-chorales`` mixes the
+    folder ``a`` with the chorales. So a misspelt part after a ``local:`` part reads as part of
+    that folder's path (and the folder is then not found). A folder whose path goes on with
+    ``+<registered name>`` cannot be named in a mixture: name it through a link.
+
+    Raises:
+        MusicRNNError: an empty part (``a++b``, a ``+`` at either end), a part named twice (a
+            ``local:`` folder by its resolved path), or an unknown part; the message names the
+            part and lists the known datasets.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise MusicRNNError(f"give a dataset name: one of {_known_names()}")
+    parts: list[str] = []
+    for token in name.split(MIXTURE_SEPARATOR):
+        text = token.strip()
+        if (parts and parts[-1].lstrip().startswith("local:") and text not in DATASETS
+                and not text.startswith("local:")):
+            parts[-1] += MIXTURE_SEPARATOR + token  # a '+' of the folder's own path
+        else:
+            parts.append(token)
+    parts = [p.strip() for p in parts]
+    if len(parts) == 1:
+        get_dataset(parts[0])
+        return parts
+    seen: dict[str, str] = {}
+    for i, part in enumerate(parts, start=1):
+        if not part:
+            raise MusicRNNError(
+                f"part {i} of the mixture {name!r} is empty (two '+' in a row, or one at an "
+                f"end); join dataset names with '+': {_known_names()}")
+        if not part.startswith("local:") and part not in DATASETS:
+            raise _unknown(part, f" in the mixture {name!r}")
+        key = get_dataset(part).name
+        if key in seen:
+            raise MusicRNNError(
+                f"the mixture {name!r} names {part!r} twice; name each dataset once, from "
+                f"{_known_names()}")
+        seen[key] = part
+    return parts
+
+
+def is_mixture(name: str) -> bool:
+    """True when ``name`` mixes several datasets (see :func:`mixture_parts`)."""
+    return len(mixture_parts(name)) > 1
+
+
+def mixture_name(parts: Sequence[str]) -> str:
+    """The one name of a mixture of ``parts``: ``"bach-chorales+essen-folksongs"``."""
+    return MIXTURE_SEPARATOR.join(parts)
+
+
+def local_slug(name: str) -> str:
+    """File-name-safe id of a ``local:<dir>`` name: ``local-<folder name>-<hash of its path>``
+    (lower case), the same for every way of writing the folder's path."""
+    folder = Path(name[len("local:"):].strip()).expanduser().resolve()
+    digest = hashlib.sha1(str(folder).encode()).hexdigest()[:8]
+    return re.sub(r"[^0-9A-Za-z._-]+", "-", f"local-{folder.name}-{digest}").strip("-.").lower()
+
+
+def part_prefix(part: str) -> str:
+    """The folder-like prefix of a mixture part's piece names: the registry name itself
+    (``bach-chorales/bwv1.6.mid``), or for a ``local:`` part :func:`local_slug` (its typed path
+    holds ``/`` and ``:``, and two spellings of one folder must give one prefix)."""
+    part = part.strip()
+    return local_slug(part) if part.startswith("local:") else part
+
+
+def mix_files(parts: Sequence[tuple[str, DatasetFiles]]) -> DatasetFiles:
+    """The files of several datasets as one mixture (what :func:`download` gives a mixture).
+
+    Each file keeps its path and split; its name becomes ``<part prefix>/<name>``
+    (:func:`part_prefix`) and its metadata gains ``dataset``, the part as named. The files left
+    out are prefixed the same way; the root is the folder the parts' roots share.
+
+    Args:
+        parts: (part name, its files) in the mixture's order.
+    """
+    files: list[DatasetFile] = []
+    skipped: list[tuple[str, str]] = []
+    for part, got in parts:
+        prefix = part_prefix(part)
+        files += [DatasetFile(f.path, f"{prefix}/{f.name}", f.split,
+                              {**f.metadata, "dataset": part}) for f in got.files]
+        skipped += [(f"{prefix}/{source}", reason) for source, reason in got.skipped]
+    roots = [str(got.root) for _, got in parts]
+    subset = any(got.total for _, got in parts)
+    return DatasetFiles(
+        mixture_name([part for part, _ in parts]), Path(os.path.commonpath(roots)),
+        sorted(files, key=lambda f: f.name), skipped=skipped,
+        total=sum(got.total or len(got) for _, got in parts) if subset else None,
+    )
 
 
 def registry_frame() -> "pd.DataFrame":
@@ -253,7 +374,7 @@ class DatasetFile:
     """One MIDI file of a dataset."""
 
     path: Path  # absolute path of the MIDI file
-    name: str  # its id: the path relative to the dataset root, with "/" separators
+    name: str  # its id: the path relative to the dataset root, "/"-separated (mixture: <part>/id)
     split: str  # "train" | "validation" | "test"
     metadata: dict[str, str] = field(default_factory=dict)  # composer, title, work, year, ...
 
@@ -262,8 +383,8 @@ class DatasetFile:
 class DatasetFiles:
     """The files of a dataset (or of a ``max_files`` subset of it), with their splits."""
 
-    dataset: str  # the dataset's name
-    root: Path  # the folder the names are relative to
+    dataset: str  # the dataset's name ("a+b" for a mixture)
+    root: Path  # the folder the names are relative to (a mixture: the folder its parts share)
     files: list[DatasetFile]  # sorted by name
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, reason) left out
     total: int | None = None  # files in the whole dataset when this is a max_files subset
@@ -321,6 +442,12 @@ class DatasetFiles:
             f"{self.dataset}: {len(self)} MIDI files{subset}, {size / 1e6:.1f} MB, in {self.root}",
             "  " + ", ".join(f"{split} {n}" for split, n in counts.items()),
         ]
+        parts: dict[str, int] = {}
+        for f in self.files:
+            if "dataset" in f.metadata:
+                parts[f.metadata["dataset"]] = parts.get(f.metadata["dataset"], 0) + 1
+        if len(parts) > 1:  # a mixture: files per dataset
+            lines.append("  " + ", ".join(f"{part} {n}" for part, n in parts.items()))
         if self.skipped:
             lines.append(f"  left out {len(self.skipped)} source files (see .skipped), e.g. "
                          f"{self.skipped[0][0]}: {self.skipped[0][1]}")
@@ -353,13 +480,15 @@ def download(
 
     Offline datasets are written out from music21's corpus (in parallel; files already written are
     kept); MAESTRO is downloaded, checked and extracted once; a ``local:`` folder is listed where
-    it is. Calling it again is cheap.
+    it is. Calling it again is cheap. A mixture (``bach-chorales+essen-folksongs``) gets each of
+    its datasets so, and lists them together (:func:`mix_files`).
 
     Args:
         name: ``bach-chorales``, ``essen-folksongs``, ``maestro-v2``, ``maestro-v3`` or
-            ``local:<dir>`` (see :func:`list_datasets`).
+            ``local:<dir>`` (see :func:`list_datasets`), or several joined by ``+``.
         data_dir: the data folder (default: the project's ``data/``).
-        max_files: a deterministic subset of this many files covering every split (None: all).
+        max_files: a deterministic subset of this many files covering every split (None: all);
+            in a mixture, this many of each dataset.
         progress: show progress bars.
         workers: processes that write MIDI files (None: one per core).
 
@@ -370,8 +499,12 @@ def download(
         MusicRNNError: an unknown name, a bad folder, no network for a download, a failed or
             corrupt download, an unsafe archive.
     """
-    dataset = get_dataset(name)
+    parts = mixture_parts(name)
     max_files = _check_max_files(max_files)
+    if len(parts) > 1:
+        return mix_files([(part, download(part, data_dir, max_files=max_files, progress=progress,
+                                          workers=workers)) for part in parts])
+    dataset = get_dataset(name)
     data = paths.data_dir(data_dir)
     if dataset.kind == "local":
         files = _local_files(dataset)
@@ -388,11 +521,15 @@ def plan(name: str = "bach-chorales", data_dir: str | os.PathLike | None = None)
     """Every file of a dataset with its split, without writing or downloading anything.
 
     For the music21 collections these are the files :func:`download` writes (they need not exist
-    yet); a ``local:`` folder or an already-downloaded MAESTRO is listed as it is.
+    yet); a ``local:`` folder or an already-downloaded MAESTRO is listed as it is. A mixture
+    lists every file of each of its datasets, as :func:`download` names them.
 
     Raises:
         MusicRNNError: as :func:`download`; for MAESTRO also when it is not downloaded yet.
     """
+    parts = mixture_parts(name)
+    if len(parts) > 1:
+        return mix_files([(part, plan(part, data_dir)) for part in parts])
     dataset = get_dataset(name)
     data = paths.data_dir(data_dir)
     if dataset.kind == "local":
@@ -893,7 +1030,9 @@ def _write_piece(task: tuple[str, str, str, str]) -> tuple[str, str]:
             score.write("midi", fp=str(tmp))
         return name, ""
     except Exception as exc:  # noqa: BLE001 - one bad piece never stops a corpus
-        return name, f"could not be written as MIDI ({type(exc).__name__}: {exc})"
+        # no object ids in the reason: the cache compares reasons from run to run
+        detail = re.sub(r"\s*id\(\)=\d+|\s*(at )?0x[0-9a-f]+", "", str(exc))
+        return name, f"could not be written as MIDI ({type(exc).__name__}: {detail})"
 
 
 def _write_pieces(dataset: Dataset, root: Path, pieces: list[_Piece], progress: bool,
@@ -1077,9 +1216,11 @@ def stop_if_rerun_by_worker(what: str) -> None:
 def _local_files(dataset: Dataset) -> DatasetFiles:
     folder = Path(dataset.source)
     if not folder.exists():
+        plus = (f" (a '{MIXTURE_SEPARATOR}' in a local: path belongs to the path unless a "
+                f"dataset name or local: follows it)" if MIXTURE_SEPARATOR in str(folder) else "")
         raise MusicRNNError(
             f"no folder at {folder} (from {dataset.name!r}); give an existing folder of "
-            f".mid/.midi files"
+            f".mid/.midi files{plus}"
         )
     if not folder.is_dir():
         raise MusicRNNError(f"{folder} is a file, not a folder; give the folder that holds it")
@@ -1529,7 +1670,9 @@ def extract_archive(archive: str | os.PathLike, dest_parent: str | os.PathLike,
 __all__ = [
     "DATASETS", "Dataset", "DatasetFile", "DatasetFiles", "MAESTRO_URL_ENV", "SPLITS",
     "assign_splits", "download", "plan", "extract_archive", "fetch", "file_sha256", "get_dataset",
-    "group_by_melody", "list_datasets", "melody_ngrams", "musicxml_voices", "register_dataset",
+    "group_by_melody", "is_mixture", "list_datasets", "local_slug", "melody_ngrams",
+    "MIXTURE_SEPARATOR", "mix_files", "mixture_name", "mixture_parts", "musicxml_voices",
+    "part_prefix", "register_dataset",
     "main_guard_lines", "process_pool_refusal", "registry_frame", "safe_extract",
     "select_subset", "stop_if_rerun_by_worker", "verify_archive",
 ]

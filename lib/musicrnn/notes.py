@@ -53,7 +53,6 @@ synthesizers such as FluidSynth) use, and says so:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -135,7 +134,7 @@ class NoteCorpus:
     :meth:`to_npz` / :meth:`from_npz`.
     """
 
-    dataset: str  # registry name, e.g. "bach-chorales", "maestro-v2", "local:/path"
+    dataset: str  # registry name, e.g. "bach-chorales", "local:/path", or a mixture "a+b"
     names: np.ndarray  # (n_pieces,) str: the piece's file path relative to the dataset root
     splits: np.ndarray  # (n_pieces,) str: "train" | "validation" | "test"
     offsets: np.ndarray  # (n_pieces + 1,) int64: row where each piece starts; last = total rows
@@ -1320,15 +1319,35 @@ def _metadata_key(key: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]+", "_", key).strip("_") or "meta"
 
 
+def _parts(name: str) -> list[str]:
+    """The datasets ``name`` mixes (``[name]``, unchecked, for a name without ``+``); see
+    :func:`musicrnn.datasets.mixture_parts`, whose errors this raises."""
+    from .datasets import MIXTURE_SEPARATOR, mixture_parts
+
+    if not isinstance(name, str) or MIXTURE_SEPARATOR not in name:
+        return [name]
+    return mixture_parts(name)
+
+
 def dataset_slug(name: str, max_files: int | None = None) -> str:
     """File-name-safe id of a dataset (and subset size): the stem of its note cache.
 
-    ``local:<dir>`` becomes ``local-<folder name>-<hash of the absolute path>``.
+    ``local:<dir>`` becomes ``local-<folder name>-<hash of the absolute path>``. A mixture
+    becomes its parts' slugs joined by ``+`` (``bach-chorales+essen-folksongs-max20``): a name
+    for run folders; a mixture has no cache of its own (see :func:`cache_path`).
     """
-    if name.startswith("local:"):
-        folder = Path(name[len("local:"):]).expanduser().resolve()
-        digest = hashlib.sha1(str(folder).encode()).hexdigest()[:8]
-        base = f"local-{folder.name}-{digest}"
+    from .datasets import MIXTURE_SEPARATOR, local_slug
+
+    if MIXTURE_SEPARATOR in name:
+        try:
+            parts = _parts(name)
+        except MusicRNNError:
+            parts = [name]
+        if len(parts) > 1:
+            slug = MIXTURE_SEPARATOR.join(dataset_slug(p) for p in parts)
+            return f"{slug}-max{int(max_files)}" if max_files else slug
+    if name.strip().startswith("local:"):
+        base = local_slug(name.strip())
     else:
         base = name
     slug = re.sub(r"[^0-9A-Za-z._-]+", "-", base).strip("-.").lower() or "dataset"
@@ -1340,12 +1359,13 @@ def sustain_default(name: str) -> bool:
 
     True for piano performances: ``maestro-v2``, ``maestro-v3`` and a ``local:`` folder that is
     a MAESTRO copy (it holds a MAESTRO metadata CSV); False for the rest (the chorales and folk
-    songs have no pedal) and for names that are no dataset.
+    songs have no pedal) and for names that are no dataset. A mixture: True when it is True for
+    every part (each part still keeps its own default, see :func:`mix_corpora`).
     """
     from .datasets import get_dataset
 
     try:
-        return bool(get_dataset(name).sustain)
+        return all(bool(get_dataset(part).sustain) for part in _parts(name))
     except MusicRNNError:
         return False
 
@@ -1357,13 +1377,71 @@ def cache_path(name: str, data_dir: str | os.PathLike | None = None,
     With the dataset's own pedal setting (``sustain`` None, or equal to
     :func:`sustain_default`) that is the one path every notebook reads; the other setting is
     cached beside it, as ``<slug>-sustain.npz`` or ``<slug>-keyup.npz``, so the two never mix.
+
+    Raises:
+        MusicRNNError: ``name`` is a mixture: it has no cache of its own, its datasets have one
+            each (:func:`cache_paths`).
     """
     from .paths import data_dir as resolve_data_dir
 
+    if len(_parts(name)) > 1:
+        raise MusicRNNError(f"the mixture {name!r} has no note cache of its own; its datasets "
+                            f"have one each: use notes.cache_paths({name!r})")
     stem = dataset_slug(name, max_files)
     if sustain is not None and bool(sustain) != sustain_default(name):
         stem += "-sustain" if sustain else "-keyup"
     return resolve_data_dir(data_dir) / "notes" / f"{stem}.npz"
+
+
+def cache_paths(name: str, data_dir: str | os.PathLike | None = None,
+                max_files: int | None = None, sustain: bool | None = None) -> list[Path]:
+    """The note caches behind ``name``: :func:`cache_path` of each dataset of a mixture, in
+    order (``max_files`` and ``sustain`` as :func:`extract_corpus` passes them to each part);
+    one path for one dataset."""
+    return [cache_path(part, data_dir, max_files, sustain) for part in _parts(name)]
+
+
+def mix_corpora(parts: list[tuple[str, NoteCorpus]]) -> NoteCorpus:
+    """The corpora of several datasets as one: what :func:`extract_corpus` gives a mixture.
+
+    Each piece keeps its notes, durations and split. Its name becomes ``<part prefix>/<name>``
+    (:func:`musicrnn.datasets.part_prefix`: the registry name, or ``local-<folder>-<hash>`` for
+    a ``local:`` part), as :func:`musicrnn.datasets.download` names a mixture's files, so names
+    stay unique and :meth:`NoteCorpus.find` still finds a piece by its plain name when one part
+    only has it. Metadata: the parts' keys unioned (a value a part lacks is ""), plus
+    ``dataset`` (the part, as named) and ``sustain`` (``"1"`` where the part's durations have the
+    sustain pedal applied, else ``"0"``) for every piece. ``corpus.sustain`` is True only when
+    every part's is: it then describes every duration, and otherwise the per-piece ``sustain``
+    says which durations sound and which are key-up. ``skipped`` is the parts' lists, prefixed
+    the same way. The mixture's ``dataset`` is the parts' names joined by ``+``.
+
+    Args:
+        parts: (part name, its corpus) in the mixture's order.
+    """
+    from .datasets import mixture_name, part_prefix
+
+    if not parts:
+        raise MusicRNNError("give at least one dataset to mix")
+    keys = sorted({k for _, c in parts for k in c.metadata} - {"dataset", "sustain"})
+    lengths = np.concatenate([c.lengths() for _, c in parts])
+    metadata = {k: np.concatenate([c.metadata[k] if k in c.metadata
+                                   else np.full(len(c), "", dtype=str) for _, c in parts])
+                for k in keys}
+    metadata["dataset"] = np.concatenate([np.full(len(c), part) for part, c in parts])
+    metadata["sustain"] = np.concatenate([np.full(len(c), "1" if c.sustain else "0")
+                                          for _, c in parts])
+    return NoteCorpus(
+        dataset=mixture_name([part for part, _ in parts]),
+        names=np.concatenate([np.char.add(f"{part_prefix(part)}/", c.names)
+                              for part, c in parts]),
+        splits=np.concatenate([c.splits for _, c in parts]),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        columns={col: np.concatenate([c.columns[col] for _, c in parts])
+                 for col in NOTE_COLUMNS},
+        metadata=metadata,
+        skipped=[(f"{part_prefix(part)}/{n}", r) for part, c in parts for n, r in c.skipped],
+        sustain=all(c.sustain for _, c in parts),
+    )
 
 
 def extract_corpus(
@@ -1383,17 +1461,23 @@ def extract_corpus(
     modification times, skipped files, versions). A second call reads the cache when it is
     current. Split and metadata (composer, title, ...) of each piece are carried along.
 
+    A mixture (``bach-chorales+essen-folksongs``) extracts each of its datasets exactly as alone,
+    into that dataset's own cache, and joins them with :func:`mix_corpora` (names prefixed by
+    dataset, ``metadata["dataset"]``, each part's own splits and pedal default); nothing is
+    cached under the mixture's name.
+
     Args:
         name: a dataset name (``bach-chorales``, ``essen-folksongs``, ``maestro-v2``,
-            ``maestro-v3``, ``local:<dir>``).
+            ``maestro-v3``, ``local:<dir>``), or several joined by ``+``.
         data_dir: the data folder (default: the project's ``data/``).
         workers: parsing processes (None: automatic).
-        max_files: use a deterministic subset of this many files (covering every split).
+        max_files: use a deterministic subset of this many files (covering every split); in a
+            mixture, this many of each dataset.
         force: ignore the cache and extract again.
         progress: show progress bars and messages.
         sustain: durations with the sustain pedal applied (how long notes sound) or not (how
             long keys were held); None: the dataset's default, :func:`sustain_default` (MAESTRO
-            yes, the others no).
+            yes, the others no; in a mixture, each part's own).
 
     Returns:
         The :class:`NoteCorpus`, with ``.skipped`` listing files left out and why.
@@ -1403,6 +1487,15 @@ def extract_corpus(
     """
     from .datasets import download
 
+    parts = _parts(name)
+    if len(parts) > 1:
+        mixed = mix_corpora([(part, extract_corpus(part, data_dir, workers, max_files, force,
+                                                   progress, sustain)) for part in parts])
+        if progress:
+            counts = {part: int((mixed.metadata["dataset"] == part).sum()) for part in parts}
+            _say(f"Mixed {len(mixed)} pieces ({mixed.n_notes:,} notes) of {mixed.dataset}: "
+                 + ", ".join(f"{part} {n}" for part, n in counts.items()))
+        return mixed
     files = download(name, data_dir=data_dir, max_files=max_files, progress=progress)
     sustain = sustain_default(name) if sustain is None else bool(sustain)
     return extract_files(files, dataset=name,
@@ -1415,14 +1508,17 @@ def load_corpus(name: str = "bach-chorales", data_dir: str | os.PathLike | None 
     """The note corpus of a dataset: from the cache when current, extracted otherwise.
 
     When the dataset's files cannot be listed any more (deleted, or the network is needed) but a
-    cache exists, the cache is used as it is, with a message.
+    cache exists, the cache is used as it is, with a message. A mixture loads each of its
+    datasets so and joins them as :func:`extract_corpus` does.
 
     Args:
-        name: a dataset name, as for :func:`extract_corpus`.
+        name: a dataset name, or a mixture, as for :func:`extract_corpus`.
         data_dir: the data folder (default: the project's ``data/``).
-        max_files: the same subset size the corpus was extracted with (None: all files).
+        max_files: the same subset size the corpus was extracted with (None: all files; in a
+            mixture, per dataset).
         sustain: the sustain pedal applied to durations, or not; None: the dataset's default
-            (:func:`sustain_default`: MAESTRO, and ``local:`` MAESTRO copies, yes).
+            (:func:`sustain_default`: MAESTRO, and ``local:`` MAESTRO copies, yes; in a mixture,
+            each part's own).
 
     Returns:
         The :class:`NoteCorpus` (``corpus.sustain`` says which durations it holds).
@@ -1432,6 +1528,10 @@ def load_corpus(name: str = "bach-chorales", data_dir: str | os.PathLike | None 
     """
     from .datasets import download
 
+    parts = _parts(name)
+    if len(parts) > 1:
+        return mix_corpora([(part, load_corpus(part, data_dir, max_files, sustain))
+                            for part in parts])
     cached = cache_path(name, data_dir, max_files, sustain)
     try:
         files = download(name, data_dir=data_dir, max_files=max_files)

@@ -85,18 +85,22 @@ def check_dataset(dataset: str) -> str:
 
     Args:
         dataset: ``bach-chorales``, ``maestro-v2``, ... or ``local:DIR`` (relative to the current
-            directory, not to ``notebooks/`` where the notebooks run).
+            directory, not to ``notebooks/`` where the notebooks run), or a mixture of them
+            joined by ``+`` (each part checked so).
 
     Raises:
         MusicRNNError: an unknown name, or a ``local:`` folder that does not exist.
     """
-    from .datasets import get_dataset
+    from .datasets import get_dataset, mixture_name, mixture_parts
 
-    entry = get_dataset(dataset)
-    if entry.kind == "local" and not Path(entry.source).is_dir():
-        raise MusicRNNError(f"dataset {dataset!r}: no folder at {entry.source}; give "
-                            "local:DIR with an existing folder of MIDI files")
-    return entry.name
+    names = []
+    for part in mixture_parts(dataset):
+        entry = get_dataset(part)
+        if entry.kind == "local" and not Path(entry.source).is_dir():
+            raise MusicRNNError(f"dataset {part!r}: no folder at {entry.source}; give "
+                                "local:DIR with an existing folder of MIDI files")
+        names.append(entry.name)
+    return mixture_name(names)
 
 
 def check_data_dir(data_dir: str | Path) -> str:
