@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("datasets",),
     ("notes",),
     ("statistics",),
+    ("styles",),
     ("sequences",),
     ("model",),
     ("plots",),

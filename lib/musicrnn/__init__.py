@@ -13,9 +13,9 @@ import importlib
 __version__ = "0.1.0"
 
 _MODULES = (
-    "errors", "paths", "timing", "datasets", "notes", "statistics", "sequences", "model", "plots",
-    "audio", "training", "generation", "evaluation", "experiments", "live", "gestures", "widgets",
-    "runner", "cli",
+    "errors", "paths", "timing", "datasets", "notes", "statistics", "styles", "sequences", "model",
+    "plots", "audio", "training", "generation", "evaluation", "experiments", "live", "gestures",
+    "widgets", "runner", "cli",
 )
 
 
