@@ -15,10 +15,14 @@ windows) and the same primer, on the CPU:
 The goals (issue 4): single stream >= 3,000 notes/s and >= 200x the tutorial loop, 64 streams
 >= 50,000 notes/s in total. Then the attention preset (``--attention-preset``, default ``v6``):
 its sampler keeps a cache of keys and values and takes one step per note too; goals (issue 14):
-one stream >= 2,000 notes/s, 64 streams >= 20,000 notes/s. The last line reads
+one stream >= 2,000 notes/s, 64 streams >= 20,000 notes/s. Then style control (issue 13): both
+models conditioned on two styles, one stream played in a style with guidance 2 (each note also
+steps the stream's "none" twin, whose logits the guidance mixes in); goal: >= 3,000 notes/s for
+the LSTM (``guided_notes_per_s``), the transformer's shown beside it
+(``attention_guided_notes_per_s``). The last line reads
 ``RESULT single_notes_per_s=<n> single_vs_tutorial=<ratio> batch64_notes_per_s=<n>`` (the
 carried state), followed by the re-primed figures and ``attention_notes_per_s=<n>
-attention_batch64_notes_per_s=<n>``.
+attention_batch64_notes_per_s=<n> guided_notes_per_s=<n> attention_guided_notes_per_s=<n>``.
 
 Usage: ``python benchmarks/generate.py [--preset v2] [--attention-preset v6] [--quick]``
 """
@@ -148,11 +152,27 @@ def main() -> None:
           f"{CPU_TIMES[f'attention-{batch}']:.0f} notes/s; {_load()}")
     print(f"goals (>= 2,000 notes/s, >= 20,000 notes/s for 64 streams): "
           f"{'met' if attention >= 2000 and attention64 >= 20_000 else 'NOT met'}")
+    def guided_rate(config, notes: int) -> float:
+        styled = config.replace(condition="dataset", styles=["first", "second"])
+        keras.utils.set_random_seed(0)
+        sampler = Sampler(build_model(styled), seed=0, config=styled, style="second",
+                          guidance=2.0)
+        sampler.prime(primer)
+        sampler.sample(200)
+        return _rate(lambda: sampler.sample(notes), notes, label=f"guided-{config.name}")
+
+    guided = guided_rate(config, single_notes // 2)
+    attention_guided = guided_rate(attention_config, single_notes // 2)
+    print(f"guided (style, guidance 2), 1 stream:    {guided:10.0f} notes/s ({args.preset}); "
+          f"{attention_guided:.0f} ({args.attention_preset})")
+    print(f"goal (>= 3,000 notes/s guided, {args.preset}): "
+          f"{'met' if guided >= 3000 else 'NOT met'}")
     print(f"RESULT single_notes_per_s={single:.0f} single_vs_tutorial={single / tutorial:.0f} "
           f"batch64_notes_per_s={batch64:.0f} single_reprimed_notes_per_s={single_reprimed:.0f} "
           f"batch64_reprimed_notes_per_s={batch64_reprimed:.0f} "
           f"tutorial_notes_per_s={tutorial:.1f} attention_notes_per_s={attention:.0f} "
-          f"attention_batch64_notes_per_s={attention64:.0f}")
+          f"attention_batch64_notes_per_s={attention64:.0f} guided_notes_per_s={guided:.0f} "
+          f"attention_guided_notes_per_s={attention_guided:.0f}")
 
 
 if __name__ == "__main__":

@@ -59,9 +59,11 @@ def work_unit(nodeid: str) -> str:
 LONGEST_FIRST = ("notebook-chain", "tests/test_profiles.py", "tests/test_attention_notebooks.py",
                  "tests/test_training.py", "tests/test_model.py", "tests/test_distribution.py",
                  "tests/test_browser.py", "tests/test_experiments.py", "tests/test_attention.py",
-                 "tests/test_datasets.py", "tests/test_generation.py", "tests/test_live.py",
+                 "tests/test_conditioning.py", "tests/test_datasets.py",
+                 "tests/test_generation.py", "tests/test_live.py",
                  "tests/test_evaluation.py", "tests/test_timing.py", "tests/test_widgets.py",
-                 "tests/test_notes.py", "tests/test_layers.py", "tests/test_sequences.py",
+                 "tests/test_notes.py", "tests/test_styles.py", "tests/test_layers.py",
+                 "tests/test_sequences.py",
                  "tests/test_statistics.py", "tests/test_plots.py", "tests/test_audio.py",
                  "tests/test_gestures.py")
 

@@ -1,4 +1,4 @@
-"""The ``musicrnn`` command: run, download, extract, train, generate, evaluate, perform.
+"""The ``musicrnn`` command: run, download, extract, train, generate, evaluate, perform, styles.
 
 Thin by design: each sub-command parses its arguments and calls one library function. A
 :class:`~musicrnn.errors.MusicRNNError` (bad input, missing files) is printed as one line and the
@@ -51,9 +51,18 @@ def _cmd_perform(args: argparse.Namespace) -> int:
         names = list_output_names()
         print("\n".join(names) if names else "(no MIDI output ports)")
         return 0
+    from .generation import check_guidance
+
+    guidance = check_guidance(args.guidance)
     cc_map = None
     if args.temperature_cc is not None:
         cc_map = {args.temperature_cc: ("temperature", 0.1, 2.0)}
+    if args.style_cc is not None:
+        labels = len(_run_styles(args.run_dir))  # CC 0..127 sweeps none, style 1, ... the last
+        if not labels:
+            raise MusicRNNError("--style-cc needs a model trained with --condition (this one "
+                                "has no styles)")
+        cc_map = {**(cc_map or {}), args.style_cc: ("style", 0.0, float(labels - 1))}
     inputs = []
     if args.gestures:
         from .gestures import start_camera_thread
@@ -68,14 +77,14 @@ def _cmd_perform(args: argparse.Namespace) -> int:
                 transpose=args.transpose, velocity=args.velocity, dynamics=args.dynamics,
                 velocity_temperature=args.velocity_temperature, channel=args.channel,
                 seed=args.seed, inputs=inputs, control_port=args.control_port,
-                cc_map=cc_map, data_dir=args.data_dir)
+                cc_map=cc_map, data_dir=args.data_dir, style=args.style, guidance=guidance)
     return 0
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from .generation import (
-        check_temperature, check_top_k, check_top_p, check_num_notes, check_output_path,
-        load_generator, notes_table,
+        check_guidance, check_temperature, check_top_k, check_top_p, check_num_notes,
+        check_output_path, load_generator, notes_table,
     )
 
     temperature = check_temperature(_number(args.temperature, "--temperature"))
@@ -90,6 +99,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     seed = None if args.seed is None else int(_number(args.seed, "--seed", whole=True))
     if seed is not None and seed < 0:
         raise MusicRNNError(f"--seed must be >= 0, got {args.seed}")
+    guidance = check_guidance(args.guidance)
     out = check_output_path(args.out)
     outs = [out] if batch == 1 else [
         out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(batch)
@@ -99,7 +109,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if velocity_temperature is not None and not generator.velocity:
         print("note: --velocity-temperature has no effect: this model has no velocity head "
               "(its notes play at one velocity)")
-    sampler = generator.sampler(batch_size=batch, seed=seed)
+    style = None if args.style is None else [s.strip() for s in args.style.split(",")]
+    if style is not None and len(style) == 1:
+        style = style[0]  # one style for every piece
+    elif style is not None and len(style) != batch:
+        raise MusicRNNError(f"--style gives {len(style)} styles for --batch {batch}; give one "
+                            "style, or one per piece (comma-separated)")
+    sampler = generator.sampler(batch_size=batch, seed=seed, style=style, guidance=guidance)
     sampler.prime(generator.primer)
     notes = sampler.sample(num_notes, temperature=temperature, top_k=top_k, top_p=top_p,
                            velocity_temperature=velocity_temperature)
@@ -151,16 +167,65 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .model import get_preset
     from .training import train
 
+    config = get_preset(args.preset, **_settings(args.set))
+    if args.condition != "none":
+        config = config.replace(condition=args.condition, styles=[],
+                                **({"max_styles": args.max_styles} if args.max_styles else {}))
     result = train(
-        args.preset, args.dataset, args.run_dir, data_dir=args.data_dir,
+        config, args.dataset, args.run_dir, data_dir=args.data_dir,
         max_files=args.max_files, epochs=args.epochs, seed=args.seed,
         validate_every=args.validate_every, strategy=args.strategy,
         mixed_precision=args.mixed_precision, tensorboard=args.tensorboard,
         progress=2 if args.quiet else True,
     )
     print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def _settings(pairs: list[str] | None) -> dict:
+    """``--set KEY=VALUE`` pairs as config changes (VALUE read as JSON, else as a string)."""
+    import json
+
+    changes = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise MusicRNNError(f"--set takes KEY=VALUE (e.g. seq_length=32), got {pair!r}")
+        try:
+            changes[key.strip()] = json.loads(text)
+        except ValueError:
+            changes[key.strip()] = text
+    return changes
+
+
+def _run_styles(run_dir: str | None) -> tuple[str, ...]:
+    """The labels of the model in ``run_dir`` (``("none", ...)``; () without styles), read
+    from its config.json (no TensorFlow needed)."""
+    import json
+    from pathlib import Path
+
+    from .generation import resolve_run_dir
+
+    path = Path(resolve_run_dir(run_dir)) / "config.json"
+    try:
+        model = json.loads(path.read_text()).get("model") or {}
+    except (OSError, ValueError) as exc:
+        raise MusicRNNError(f"cannot read {path} ({exc}); give the run directory of a trained "
+                            "model") from None
+    styles = [str(name) for name in model.get("styles") or []]
+    return ("none", *styles) if model.get("condition", "none") != "none" and styles else ()
+
+
+def _cmd_styles(args: argparse.Namespace) -> int:
+    styles = _run_styles(args.run_dir)
+    if not styles:
+        print(f"musicrnn styles: {args.run_dir}'s model was trained without styles (train with "
+              "--condition dataset or composer to get some)", file=sys.stderr)
+        return 0
+    print("\n".join(styles[1:]))
     return 0
 
 
@@ -206,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("download", help="download (or write out) a dataset's MIDI files")
-    p.add_argument("name", help="bach-chorales, essen-folksongs, maestro-v2, maestro-v3, local:DIR")
+    p.add_argument("name", help="bach-chorales, essen-folksongs, maestro-v2, maestro-v3, "
+                   "local:DIR, or several joined by + (a mixture; --max-files then counts per "
+                   "dataset)")
     p.add_argument("--data-dir", default=None, help="data folder (default: the project's data/)")
     p.add_argument("--max-files", type=int, default=None,
                    help="a deterministic subset of N files covering every split")
@@ -245,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="velocity randomness of a model with velocity (default 1.0)")
     p.add_argument("--channel", type=int, default=0, help="MIDI channel 0-15")
     p.add_argument("--seed", type=int, default=None, help="random seed of the sampler")
+    p.add_argument("--style", default=None, help="a conditioned model's style to start in")
+    p.add_argument("--guidance", default="1.0", help="style guidance (1: plain, > 1 stronger)")
+    p.add_argument("--style-cc", type=int, default=None, metavar="CC",
+                   help="a MIDI CC of --control-port that moves through the styles (morphing "
+                   "between neighbours)")
     p.add_argument("--control-port", default=None,
                    help="MIDI input port of a controller: its CCs pass through to the output")
     p.add_argument("--temperature-cc", type=int, default=None, metavar="CC",
@@ -276,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dynamics randomness of a model with velocity, > 0: below 1 steadier, "
                    "above 1 more varied (default 1.0)")
     p.add_argument("--batch", default="1", help="generate N pieces at once: FILE-1.mid ...")
+    p.add_argument("--style", default=None, help="a conditioned model's style (see `musicrnn "
+                   "styles`; 'none' for no style), or one per piece, comma-separated")
+    p.add_argument("--guidance", default="1.0", help="style guidance: 1 plain (default), > 1 "
+                   "a stronger style, 0 none")
     p.add_argument("--with-primer", action="store_true",
                    help="put the primer's notes before the generated ones in the file")
     p.set_defaults(func=_cmd_generate)
@@ -337,7 +413,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed-precision", action="store_true", help="mixed precision (GPUs)")
     p.add_argument("--tensorboard", action="store_true", help="TensorBoard logs in RUN_DIR/logs")
     p.add_argument("--quiet", action="store_true", help="one line per validation, no bar")
+    p.add_argument("--condition", default="none", choices=["none", "dataset", "composer"],
+                   help="learn a style label per piece: its dataset (a mixture such as "
+                   "bach-chorales+essen-folksongs) or its composer (MAESTRO)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change one field of the preset, e.g. --set seq_length=32 (repeatable)")
+    p.add_argument("--max-styles", type=int, default=None,
+                   help="at most N styles (composers beyond them share 'other'; default 8)")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("styles", help="list the styles of a conditioned model, one a line")
+    p.add_argument("--run-dir", default=None, help="trained run (default: the newest one)")
+    p.set_defaults(func=_cmd_styles)
 
     return parser
 

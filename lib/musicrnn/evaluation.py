@@ -284,20 +284,45 @@ def _heads(outputs: Any) -> dict[str, np.ndarray]:
             for k, o in named.items()}
 
 
-def _predict(model: Any, x: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+def _call(model: Any, x: np.ndarray, style: np.ndarray | None) -> Any:
+    """``model.predict_on_batch`` on notes ``x``; a conditioned model also gets each row's
+    label (``style``; None: 0, "none")."""
+    from .model import model_inputs
+
+    return model.predict_on_batch(model_inputs(model, x, style))
+
+
+def _predict(model: Any, x: np.ndarray, batch_size: int,
+             style: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Run ``model`` over ``x`` in fixed-size batches (one traced graph; the tail is padded);
-    sequence outputs are cut to their last position (the only one with the whole window)."""
+    sequence outputs are cut to their last position (the only one with the whole window).
+    ``style``: a conditioned model's label of every row of ``x``."""
     outs: list[dict[str, np.ndarray]] = []
     n = len(x)
     for start in range(0, n, batch_size):
         batch = x[start:start + batch_size]
+        labels = None if style is None else style[start:start + batch_size]
         short = batch_size - len(batch)
         if short and n > batch_size:  # keep the batch shape so no new graph is traced
             batch = np.concatenate([batch, np.zeros((short, *batch.shape[1:]), batch.dtype)])
+            if labels is not None:
+                labels = np.concatenate([labels, np.zeros(short, labels.dtype)])
         keep = len(batch) - (short if n > batch_size else 0)
-        heads = _heads(model.predict_on_batch(batch))
+        heads = _heads(_call(model, batch, labels))
         outs.append({k: (h[:, -1] if h.ndim == 3 else h)[:keep] for k, h in heads.items()})
     return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+
+def _piece_labels(styles: Any, count: int) -> np.ndarray | None:
+    """One int label per piece from ``styles`` (None, one label, or one per piece)."""
+    if styles is None:
+        return None
+    labels = np.asarray(styles, dtype=np.int64)
+    if labels.ndim == 0:
+        return np.full(count, int(labels), np.int32)
+    if labels.shape != (count,):
+        raise MusicRNNError(f"give one style label per piece ({count}), got {labels.shape}")
+    return labels.astype(np.int32)
 
 
 def _select_positions(candidates: np.ndarray, max_positions: int | None) -> np.ndarray:
@@ -336,7 +361,7 @@ def score_windows(model: Any, pieces: Sequence[np.ndarray] | Any, seq_length: in
                   name: str = "model", min_position: int | None = None,
                   max_positions: int | None = None, batch_size: int = 512,
                   chunk_size: int = 16384, return_per_note: bool = False,
-                  progress: bool = False):
+                  progress: bool = False, styles: Any = None):
     """Teacher-forced scores with a full ``seq_length`` context for every scored note.
 
     Every note ``t >= seq_length`` of every piece is predicted from the window of the
@@ -346,11 +371,13 @@ def score_windows(model: Any, pieces: Sequence[np.ndarray] | Any, seq_length: in
     outputs is scored at the last position of each window, which is the only one with the full
     context. Every categorical head is scored by its NLL (see :class:`PredictionScores`).
     Returns :class:`PredictionScores` (and the per-note pitch NLL array with
-    ``return_per_note``).
+    ``return_per_note``). A conditioned model reads every piece with its label from ``styles``
+    (one per piece, or one for all; None: the "none" label).
     """
     pieces = as_pieces(pieces)
     _check_seq_length(model, seq_length)
-    notes, _, targets = window_targets(pieces, seq_length, min_position, max_positions)
+    notes, offsets, targets = window_targets(pieces, seq_length, min_position, max_positions)
+    labels = _piece_labels(styles, len(pieces))
     acc = _Accumulator()
     per_note = []
     offsets_in_window = np.arange(-int(seq_length), 0)
@@ -358,7 +385,10 @@ def score_windows(model: Any, pieces: Sequence[np.ndarray] | Any, seq_length: in
     for start in _progress(range(0, len(targets), chunk_size), progress, "scoring windows"):
         t = targets[start:start + chunk_size]
         windows = x_all[t[:, None] + offsets_in_window[None, :]]
-        per_note.append(acc.add_predictions(_predict(model, windows, batch_size), notes[t]))
+        style = None if labels is None else labels[
+            np.searchsorted(offsets, t, side="right") - 1]
+        per_note.append(acc.add_predictions(_predict(model, windows, batch_size, style),
+                                            notes[t]))
     scores = acc.result(name, f"window ({seq_length} notes)")
     if return_per_note:
         return scores, np.concatenate(per_note)
@@ -481,15 +511,16 @@ def _receptive_field(model: Any) -> int | None:
     return sum(block.window - 1 for block in blocks)
 
 
-def _predict_in_chunks(model: Any, x: np.ndarray, reach: int | None) -> dict[str, np.ndarray]:
+def _predict_in_chunks(model: Any, x: np.ndarray, reach: int | None,
+                       style: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The model's outputs at every position of ``x``: one pass, or (with a finite ``reach``)
     chunks of :data:`CARRIED_CHUNK` positions, each fed the ``reach`` notes before it."""
     if reach is None or x.shape[1] <= CARRIED_CHUNK + reach:
-        return _heads(model.predict_on_batch(x))
+        return _heads(_call(model, x, style))
     parts: dict[str, list[np.ndarray]] = {}
     for begin in range(0, x.shape[1], CARRIED_CHUNK):
         first = max(0, begin - reach)
-        out = _heads(model.predict_on_batch(x[:, first:begin + CARRIED_CHUNK]))
+        out = _heads(_call(model, x[:, first:begin + CARRIED_CHUNK], style))
         for key, value in out.items():
             parts.setdefault(key, []).append(value[:, begin - first:])
     return {key: np.concatenate(values, axis=1) for key, values in parts.items()}
@@ -497,7 +528,7 @@ def _predict_in_chunks(model: Any, x: np.ndarray, reach: int | None) -> dict[str
 
 def score_carried(model: Any, pieces: Sequence[np.ndarray] | Any, *, name: str = "model",
                   config: Any = None, min_position: int = 1, batch_size: int = 16,
-                  return_per_note: bool = False, progress: bool = False):
+                  return_per_note: bool = False, progress: bool = False, styles: Any = None):
     """Teacher-forced scores with the state carried through each whole piece.
 
     One forward pass of the sequence-output model (:func:`sequence_model`) per batch of pieces;
@@ -509,8 +540,12 @@ def score_carried(model: Any, pieces: Sequence[np.ndarray] | Any, *, name: str =
     outputs depend on the last ``blocks x (window - 1)`` notes only, so long pieces go through it
     in chunks of :data:`CARRIED_CHUNK` positions, each after that many notes before it: the same
     numbers as one pass, in memory that does not grow with the square of the piece.
+
+    A conditioned model reads each piece with its label from ``styles`` (as for
+    :func:`score_windows`).
     """
     pieces = as_pieces(pieces)
+    labels = _piece_labels(styles, len(pieces))
     if min_position < 1:
         raise MusicRNNError("min_position must be >= 1: the first note of a piece has no context")
     seq_model = sequence_model(model, config)
@@ -524,12 +559,14 @@ def score_carried(model: Any, pieces: Sequence[np.ndarray] | Any, *, name: str =
     acc = _Accumulator()
     per_note: list[np.ndarray] = []
     for start in _progress(range(0, len(usable), batch_size), progress, "scoring pieces"):
-        group = [pieces[i] for i in usable[start:start + batch_size]]
+        chosen = usable[start:start + batch_size]
+        group = [pieces[i] for i in chosen]
         inputs = [_model_notes(model, piece[:-1]) for piece in group]
         x = np.zeros((len(group), max(len(i) for i in inputs), inputs[0].shape[1]), np.float32)
         for row, piece_input in enumerate(inputs):
             x[row, :len(piece_input)] = piece_input
-        heads = _predict_in_chunks(seq_model, x, reach)
+        heads = _predict_in_chunks(seq_model, x, reach,
+                                   None if labels is None else labels[np.asarray(chosen)])
         for row, piece in enumerate(group):
             idx = np.arange(min_position, len(piece))  # targets; their output sits at idx - 1
             per_note.append(acc.add_predictions({k: h[row, idx - 1] for k, h in heads.items()},
@@ -1193,9 +1230,15 @@ def evaluate_model(model: Any, corpus: Any, *, seq_length: int, config: Any = No
         head_baselines = fit_head_baselines(train, validation or None, heads=heads,
                                             velocity_bins=getattr(config, "velocity_bins", None))
 
+    conditioned = bool(getattr(config, "conditioned", False))
+    labels = None
+    if conditioned:  # the model reads every held-out piece with its own label
+        from .styles import piece_styles
+
+        labels = piece_styles(corpus, config.condition, config.styles)[corpus.indices(split)]
     t0 = time.perf_counter()
     rows = [score_windows(model, held_out, seq_length, name=name, min_position=min_position,
-                          max_positions=max_positions, progress=progress)]
+                          max_positions=max_positions, progress=progress, styles=labels)]
     window_context = rows[0].context
     rows += ngram_scores(baselines, held_out, min_position, max_positions, window_context,
                          head_baselines)
@@ -1203,7 +1246,7 @@ def evaluate_model(model: Any, corpus: Any, *, seq_length: int, config: Any = No
     rows.append(repeat)
     if carried:
         carried_rows = [score_carried(model, held_out, name=name, config=config,
-                                      progress=progress)]
+                                      progress=progress, styles=labels)]
         ctx = carried_rows[0].context
         carried_rows += ngram_scores(baselines, held_out, 1, None, ctx, head_baselines)
         carried_rows.append(repeat_last_scores(held_out, 1, None, ctx))
@@ -1292,8 +1335,99 @@ def evaluate_model(model: Any, corpus: Any, *, seq_length: int, config: Any = No
         metrics["goal_markov2_15pct"] = bool(improvement >= GOAL_MARKOV2_IMPROVEMENT)
     metrics["goal_beats_best_ngram"] = bool(model_row.pitch_nll < window[best_ngram].pitch_nll)
     metrics["goal_overlap_0_8"] = bool(metrics["overlap_area"] >= GOAL_OVERLAP)
+    if conditioned:
+        metrics.update(style_report(
+            model, corpus, config, split=split, seq_length=seq_length, temperature=best_t,
+            num_samples=num_samples, num_notes=num_notes, seed=seed, min_position=min_position,
+            max_positions=max_positions, progress=progress))
     return EvaluationReport(metrics=metrics, scores=scores, sweep=sweep, statistics=statistics,
                             generated=generated, reference=reference, real=real)
+
+
+GUIDANCES: tuple[float, ...] = (1.0, 2.0, 3.0)  # guidance values the style accuracy is read at
+GOAL_STYLE_ACCURACY_DATASET = 0.95  # generated pieces classified as their dataset, at g = 1
+
+
+def wrong_labels(labels: np.ndarray, num_styles: int) -> np.ndarray:
+    """For each label, another real style: the next one round (1 .. ``num_styles``); a piece
+    without a style (0) gets style 1."""
+    labels = np.asarray(labels, dtype=np.int64)
+    return np.where(labels > 0, labels % num_styles + 1, 1).astype(np.int32)
+
+
+def style_report(model: Any, corpus: Any, config: Any, *, split: str, seq_length: int,
+                 temperature: float = 1.0, guidances: Sequence[float] = GUIDANCES,
+                 num_samples: int = 64, num_notes: int = 100, seed: int = 0,
+                 min_position: int | None = None, max_positions: int | None = None,
+                 progress: bool = False) -> dict[str, Any]:
+    """What conditioning does for a model trained with labels (``config.condition``).
+
+    * Prediction: held-out NLL per note (``note_nll`` when every head has one, else the pitch
+      NLL) with each piece's true label, with the "none" label and with a wrong one (the next
+      style round) -- ``nll_true_label``, ``nll_none_label``, ``nll_wrong_label`` (and
+      ``pitch_nll_*`` of the pitch head alone), on the same positions as
+      :func:`score_windows`.
+    * Style accuracy: a :class:`musicrnn.styles.StyleClassifier` that never saw the model,
+      fitted on the training pieces, labels the held-out pieces (``style_accuracy_real``: the
+      ceiling) and pieces generated in each style at ``temperature`` from ``num_samples``
+      held-out primers of every style alike (the primer's own style does not decide), at
+      each of ``guidances``: ``style_accuracy_by_guidance``, ``style_accuracy_generated`` (at
+      guidance 1) and ``style_accuracy_generated_best`` (at ``best_guidance``).
+    """
+    from .styles import StyleClassifier, piece_styles
+
+    styles = tuple(config.styles)
+    labels_all = piece_styles(corpus, config.condition, styles)
+    velocity = model_input_width(model) == 4
+    held_out = corpus_pieces(corpus, split, velocity=velocity)
+    labels = labels_all[corpus.indices(split)]
+    out: dict[str, Any] = {"condition": config.condition, "styles": list(styles)}
+    for kind, given in (("true", labels), ("none", 0),
+                        ("wrong", wrong_labels(labels, len(styles)))):
+        row = score_windows(model, held_out, seq_length, name=kind, min_position=min_position,
+                            max_positions=max_positions, styles=given)
+        out[f"nll_{kind}_label"] = row.note_nll if np.isfinite(row.note_nll) else row.pitch_nll
+        out[f"pitch_nll_{kind}_label"] = row.pitch_nll
+    out["nll_label_kind"] = "note_nll" if np.isfinite(row.note_nll) else "pitch_nll"
+    out["goal_true_below_none_below_wrong"] = bool(
+        out["nll_true_label"] < out["nll_none_label"] < out["nll_wrong_label"])
+
+    classifier = StyleClassifier().fit(corpus, labels_all, styles)
+    styled = labels > 0
+    out["style_accuracy_real"] = (classifier.accuracy(
+        [p for p, keep in zip(held_out, styled) if keep], labels[styled])
+        if styled.any() else math.nan)
+    primers, _ = continuation_segments(held_out, seq_length, num_notes, num_samples, seed)
+    by_guidance: dict[str, float] = {}
+    per_style: dict[str, dict[str, float]] = {}
+    options = {"config": config}
+    steps = [(g, i) for g in guidances for i in range(1, len(styles) + 1)]
+    hits: dict[float, list[float]] = {}
+    for guidance, label in _progress(steps, progress, "styles x guidance"):
+        generated = generate_continuations(model, primers, num_notes, temperature, seed,
+                                           style=label, guidance=float(guidance), **options)
+        accuracy = classifier.accuracy(generated, np.full(len(generated), label))
+        hits.setdefault(float(guidance), []).append(accuracy)
+        per_style.setdefault(f"{float(guidance):g}", {})[styles[label - 1]] = accuracy
+    for guidance, values in hits.items():
+        by_guidance[f"{guidance:g}"] = float(np.mean(values))
+    best = max(hits, key=lambda g: (by_guidance[f"{g:g}"], -g))
+    out.update({
+        "style_accuracy_by_guidance": by_guidance,
+        "style_accuracy_by_style": per_style,
+        "style_accuracy_generated": by_guidance.get("1", math.nan),
+        "style_accuracy_generated_best": by_guidance[f"{best:g}"],
+        "best_guidance": best,
+        "style_temperature": float(temperature),
+        "style_samples": int(len(primers)),
+    })
+    if config.condition == "dataset":
+        out["goal_style_accuracy_dataset"] = bool(
+            out["style_accuracy_generated"] >= GOAL_STYLE_ACCURACY_DATASET)
+    elif np.isfinite(out["style_accuracy_real"]) and out["style_accuracy_real"] > 0:
+        out["style_accuracy_ratio_best"] = (out["style_accuracy_generated_best"]
+                                            / out["style_accuracy_real"])
+    return out
 
 
 def _head_kinds(scores: PredictionScores) -> dict[str, str]:

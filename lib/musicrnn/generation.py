@@ -42,6 +42,7 @@ import numpy as np
 from .errors import MusicRNNError
 from .notes import read_notes_npy, validate_notes  # noqa: F401  (part of this module's interface)
 from .sequences import match_features, piece_features
+from .styles import style_index
 from .timing import (
     DEFAULT_VELOCITY, TIME_BINS, class_velocity, sample_time_classes, sample_velocity_classes,
     time_class_probabilities, timing_point, velocity_values,
@@ -86,8 +87,9 @@ EXP_LAYOUT_ROWS = 16  # blocks of this many streams or more use the exp layout o
 class _Block:
     """The buffers of a block of streams (rows) and, per layer, the views the step writes into."""
 
-    def __init__(self, layers: list[_LSTMLayer], xh, c, z, rows: slice):
+    def __init__(self, layers: list[_LSTMLayer], xh, c, z, rows: slice, style_add=()):
         self.rows = rows
+        self.style_add = style_add  # per gate layout, (rows, 4 units): the streams' styles
         self.xh0 = xh[0]
         n_rows = len(xh[0])
         self.rows_few = n_rows if 1 < n_rows <= 3 else 0
@@ -109,7 +111,7 @@ class _State:
     """
 
     def __init__(self, layers: list[_LSTMLayer], batch: int, blocks: int = 1,
-                 head_width: int = N_PITCHES + 2):
+                 head_width: int = N_PITCHES + 2, style_tables: tuple = ()):
         self.batch = batch
         self.xh = []
         for layer in layers:
@@ -120,12 +122,17 @@ class _State:
         self.z = [np.zeros((batch, 4 * layer.units), dtype=np.float32) for layer in layers]
         self.heads = np.zeros((batch, head_width), dtype=np.float32)
         self.top = self.xh[-1][:, layers[-1].input_dim:]  # [h, 1] of the top layer: heads' input
+        # a conditioned model's per-stream style, in the first layer's gate pre-activations: in
+        # the tanh layout and in the exp layout (NoteRNN.set_style fills them)
+        self.style_add = [np.zeros((batch, 4 * layers[0].units), np.float32)
+                          for _ in style_tables]
         bounds = np.linspace(0, batch, max(1, min(int(blocks), batch)) + 1).astype(int)
         self.blocks = []
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             rows = slice(int(lo), int(hi))
             self.blocks.append(_Block(layers, [a[rows] for a in self.xh],
-                                      [a[rows] for a in self.c], [a[rows] for a in self.z], rows))
+                                      [a[rows] for a in self.c], [a[rows] for a in self.z], rows,
+                                      [a[rows] for a in self.style_add]))
 
     def reset(self, rows: slice = slice(None)) -> None:
         """Zero the state of all streams (or of ``rows``)."""
@@ -218,6 +225,39 @@ class _NetHeads:
         """Whether the model reads and predicts velocity (notes of 4 columns)."""
         return self.velocity_bins > 0
 
+    style_tables: tuple[np.ndarray, ...] = ()  # per layout, (labels, width): what a label adds
+
+    @property
+    def num_styles(self) -> int:
+        """Labels the model reads (0 for an unconditioned model; else "none" + its styles)."""
+        return int(self.style_tables[0].shape[0]) if self.style_tables else 0
+
+    def style_mix(self, styles: Any, rows: int) -> np.ndarray:
+        """``(rows, num_styles)`` weights of each stream's labels: one label per stream (an int,
+        or one per row), or already a ``(rows, num_styles)`` mix of labels (rows summing to 1:
+        two labels' vectors mixed, a morph between styles)."""
+        count = self.num_styles
+        if not count:
+            raise MusicRNNError("this model reads no style label (it was trained without "
+                                "--condition)")
+        array = np.asarray(styles)
+        if array.ndim == 2:
+            if array.shape != (rows, count):
+                raise MusicRNNError(f"a style mix must be ({rows}, {count}), got {array.shape}")
+            return array.astype(np.float32)
+        labels = np.broadcast_to(array.astype(np.int64), (rows,))
+        if labels.min(initial=0) < 0 or labels.max(initial=0) >= count:
+            raise MusicRNNError(f"style labels must be 0-{count - 1}, got {np.unique(labels)}")
+        return np.eye(count, dtype=np.float32)[labels]
+
+    def set_style(self, state: Any, styles: Any, rows: slice = slice(None)) -> None:
+        """Give the streams ``rows`` of ``state`` their labels (see :meth:`style_mix`); they
+        read them from their next note on."""
+        count = len(range(*rows.indices(state.batch)))
+        mix = self.style_mix(styles, count)
+        for table, added in zip(self.style_tables, state.style_add):
+            added[rows] = mix @ table
+
 
 class NoteRNN(_NetHeads):
     """The arithmetic of a note model -- input scaling, stacked LSTMs, three heads (four with
@@ -230,8 +270,11 @@ class NoteRNN(_NetHeads):
 
     def __init__(self, layers: list[_LSTMLayer], heads: np.ndarray,
                  pitch_table: np.ndarray | None, timing_width: int | None = None,
-                 velocity_bins: int = 0, features: int = 3):
+                 velocity_bins: int = 0, features: int = 3, style_tables: tuple = ()):
         self.layers = layers
+        # a conditioned model's labels times the first kernel, (labels, 4 * units_1), in the
+        # tanh and the exp layouts; () without labels
+        self.style_tables = tuple(style_tables)
         # (top units + 1, 128 + 2 w + v): [h, 1] -> pitch logits, step, duration, velocity logits
         self.heads = heads
         self.velocity_bins = int(velocity_bins)  # classes of the velocity head (0: none)
@@ -272,7 +315,13 @@ class NoteRNN(_NetHeads):
                 )
         if not chain:
             raise MusicRNNError("the model has no LSTM layer; the sampler needs an LSTM note model")
-        pitch_table, input_matrix, input_offset = _input_transform(pre, chain[0], features)
+        from .model import style_layer
+
+        styled = style_layer(model)
+        style_dim = styled.dim if styled is not None else 0
+        pitch_table, input_matrix, input_offset = _input_transform(pre, chain[0], features,
+                                                                   style_dim)
+        style_tables: Any = ()
         layers = []
         for index, lstm in enumerate(chain):
             cell = lstm.cell
@@ -284,6 +333,10 @@ class NoteRNN(_NetHeads):
             bias = (np.asarray(_to_numpy(cell.bias), dtype=np.float64) if cell.use_bias
                     else np.zeros(4 * units))
             if index == 0:
+                if styled is not None:  # the label's vector times its rows of the kernel
+                    table = np.asarray(_to_numpy(styled.table.embeddings), dtype=np.float64)
+                    style_tables = table @ kernel[-style_dim:]
+                    kernel = kernel[:-style_dim]
                 # raw notes -> input scaling -> kernel, folded into one matrix
                 if pitch_table is not None:
                     dim = pitch_table.shape[1]
@@ -310,6 +363,10 @@ class NoteRNN(_NetHeads):
                 table = pitch_table[:, order]
                 pitch_table = (_gate_scaled(table, units, fast),
                                _gate_scaled(table, units, fast, exp=True))
+            if index == 0 and styled is not None:
+                table = style_tables[:, order]
+                style_tables = (_gate_scaled(table, units, fast),
+                                _gate_scaled(table, units, fast, exp=True))
         for lower, upper in zip(layers, layers[1:]):
             if upper.input_dim != lower.units:
                 raise MusicRNNError("consecutive LSTM layers disagree on their sizes")
@@ -339,13 +396,19 @@ class NoteRNN(_NetHeads):
         timing_width = head_weights[1].shape[1]
         velocity_bins = head_weights[3].shape[1] if len(head_weights) > 3 else 0
         net = cls(layers, np.ascontiguousarray(np.concatenate(head_weights, axis=1)), pitch_table,
-                  timing_width=timing_width, velocity_bins=velocity_bins, features=features)
+                  timing_width=timing_width, velocity_bins=velocity_bins, features=features,
+                  style_tables=style_tables)
         net.return_sequences_top = bool(getattr(chain[-1], "return_sequences", True))
         return net
 
     # -- running ------------------------------------------------------------------------------
     def new_state(self, batch: int, blocks: int = 1) -> _State:
-        return _State(self.layers, batch, blocks, head_width=self.heads.shape[1])
+        """Zero state for ``batch`` streams (label 0, "none", for a conditioned model)."""
+        state = _State(self.layers, batch, blocks, head_width=self.heads.shape[1],
+                       style_tables=self.style_tables)
+        if self.style_tables:
+            self.set_style(state, 0)
+        return state
 
     def step(self, state: _State, notes: np.ndarray,
              heads: bool | slice = True) -> np.ndarray | None:
@@ -391,6 +454,8 @@ class NoteRNN(_NetHeads):
             if first and self.pitch_table is not None:
                 pitch = np.clip(np.rint(notes[:, 0]), 0, N_PITCHES - 1).astype(np.intp)
                 z += self.pitch_table[1 if exp_layout and layer.fast else 0][pitch]
+            if first and block.style_add:
+                z += block.style_add[1 if exp_layout and layer.fast else 0]
             first = False
             if layer.fast and exp_layout:
                 np.exp(z, out=z)  # overflow to inf is right here: 1 / (1 + inf) = 0
@@ -429,15 +494,19 @@ class NoteRNN(_NetHeads):
             if following is not None:
                 following[:] = h
 
-    def run(self, notes: np.ndarray, state: _State | None = None) -> tuple[np.ndarray, _State]:
+    def run(self, notes: np.ndarray, state: _State | None = None, style: Any = None
+            ) -> tuple[np.ndarray, _State]:
         """Feed ``(batch, time, 3)`` raw notes (``(batch, time, 4)`` with velocity) from
-        ``state`` (zero when None).
+        ``state`` (zero when None), in ``style`` (a conditioned model's labels, see
+        :meth:`set_style`; None keeps the state's).
 
         Returns the head outputs after the last note (a copy) and the state.
         """
         notes = match_features(notes, self.features)
         if state is None:
             state = self.new_state(notes.shape[0])
+        if style is not None:
+            self.set_style(state, style)
         out = None
         with np.errstate(over="ignore"):
             for t in range(notes.shape[1]):
@@ -467,12 +536,14 @@ def _check_net(net, model, length: int, batch: int, seed: int, repeats: int) -> 
     if net.features == 4:
         columns.append(rng.integers(1, 128, size=(batch, length)).astype(np.float32))
     notes = np.stack(columns, axis=-1)
-    theirs = keras_heads(model, notes)
+    style = rng.integers(0, net.num_styles, size=batch) if net.num_styles else None
+    theirs = keras_heads(model, notes, style)
     with np.errstate(over="ignore"):
-        ours, _ = net.run(notes)
+        ours, _ = net.run(notes, style=style)
         diff = float(np.abs(ours - theirs).max())
         if repeats > 1:
-            many, _ = net.run(np.repeat(notes, repeats, axis=0))
+            many, _ = net.run(np.repeat(notes, repeats, axis=0),
+                              style=None if style is None else np.repeat(style, repeats))
             diff = max(diff, float(np.abs(many[::repeats] - theirs).max()))
     scale = max(1.0, float(np.abs(theirs).max()))
     if not diff <= 1e-3 * scale:
@@ -529,6 +600,8 @@ class _AttentionState:
         self.count = 0
         self.heads = np.zeros((batch, net.heads.shape[1]), np.float32)
         self.top = np.ones((batch, net.model_dim + 1), np.float32)  # [normalised x, 1]
+        # a conditioned model's per-stream style vector, added to every note's
+        self.style_add = [np.zeros((batch, net.model_dim), np.float32) for _ in net.style_tables]
         bounds = np.linspace(0, batch, max(1, min(int(blocks), batch)) + 1).astype(int)
         self.blocks = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
@@ -601,11 +674,12 @@ class NoteTransformer(_NetHeads):
     def __init__(self, embedding: list[np.ndarray], layers: list[_AttentionLayer],
                  heads: np.ndarray, *, num_heads: int, capacity: int, final_epsilon: float,
                  timing_width: int, velocity_bins: int, features: int,
-                 rotary_base: float = 10000.0):
+                 rotary_base: float = 10000.0, style_tables: tuple = ()):
         from .model import rotary_frequencies, velocity_edges
         from .timing import TIME_EDGES
 
         self.embedding = embedding  # pitch, step-class, duration-class[, velocity-class] tables
+        self.style_tables = tuple(style_tables)  # (labels, d): each label's vector, or ()
         self.layers = layers
         self.heads = heads  # (d + 1, 128 + 2 w + v): [normalised x, 1] -> every head
         self.model_dim = int(heads.shape[0] - 1)
@@ -644,6 +718,11 @@ class NoteTransformer(_NetHeads):
             raise MusicRNNError(f"the cache must hold at least one note, got {capacity}")
         embedding = [np.asarray(_to_numpy(t.embeddings), np.float32)
                      for t in model.get_layer("input_scaling").tables()]
+        from .model import style_layer
+
+        styled = style_layer(model)
+        style_tables = () if styled is None else (
+            np.asarray(_to_numpy(styled.table.embeddings), np.float32),)
         scale = 1.0 / math.sqrt(blocks[0].head_dim)
         f32 = np.float32
         layers = []
@@ -672,12 +751,16 @@ class NoteTransformer(_NetHeads):
         return cls(embedding, layers, heads, num_heads=blocks[0].num_heads, capacity=capacity,
                    final_epsilon=float(final.epsilon), timing_width=kernels[1].shape[1],
                    velocity_bins=kernels[3].shape[1] if len(kernels) > 3 else 0,
-                   features=4 if len(kernels) > 3 else 3, rotary_base=ROTARY_BASE)
+                   features=4 if len(kernels) > 3 else 3, rotary_base=ROTARY_BASE,
+                   style_tables=style_tables)
 
     def new_state(self, batch: int, blocks: int = 1) -> _AttentionState:
         """An empty cache for ``batch`` streams, cut into ``blocks`` of rows that are stepped
-        on separate threads."""
-        return _AttentionState(self, batch, blocks)
+        on separate threads (label 0, "none", for a conditioned model)."""
+        state = _AttentionState(self, batch, blocks)
+        if self.style_tables:
+            self.set_style(state, 0)
+        return state
 
     ROTARY_BLOCK = 1024  # positions whose rotary cosines and sines are computed at once
 
@@ -742,6 +825,8 @@ class NoteTransformer(_NetHeads):
         """One step of the streams in ``block`` (their cache rows and their ``state.top``)."""
         rows = len(notes)
         x = self._embed(notes)
+        if state.style_add:
+            x += state.style_add[0][block]
         d, h, hd = self.model_dim, self.num_heads, self.head_dim
         mean_vector = self.mean_vector
         position = state.count
@@ -770,13 +855,16 @@ class NoteTransformer(_NetHeads):
         if top:
             _normalise(x, self.final_epsilon, mean_vector, normalised)
 
-    def run(self, notes: np.ndarray, state: _AttentionState | None = None
+    def run(self, notes: np.ndarray, state: _AttentionState | None = None, style: Any = None
             ) -> tuple[np.ndarray, _AttentionState]:
-        """Feed ``(batch, time, features)`` raw notes from ``state`` (an empty cache when None);
-        the head outputs after the last note (a copy) and the state."""
+        """Feed ``(batch, time, features)`` raw notes from ``state`` (an empty cache when None),
+        in ``style`` (a conditioned model's labels; None keeps the state's); the head outputs
+        after the last note (a copy) and the state."""
         notes = match_features(notes, self.features)
         if state is None:
             state = self.new_state(notes.shape[0])
+        if style is not None:
+            self.set_style(state, style)
         out = None
         for t in range(notes.shape[1]):
             out = self.step(state, notes[:, t], heads=t == notes.shape[1] - 1)
@@ -827,7 +915,7 @@ def _fixed_length(model) -> int | None:
         return None
 
 
-def keras_heads(model, notes: np.ndarray) -> np.ndarray:
+def keras_heads(model, notes: np.ndarray, style: Any = None) -> np.ndarray:
     """Run ``model`` on ``(batch, time, 3)`` raw notes: ``(batch, 128 + 2 w)`` outputs after the
     last (pitch logits, step, duration; ``w`` is 1, or 128 for time-class logits). A velocity
     model reads ``(batch, time, 4)`` and its velocity logits come last (``+ v`` columns); notes
@@ -835,8 +923,10 @@ def keras_heads(model, notes: np.ndarray) -> np.ndarray:
 
     The reference the sampler is checked against (one Keras call, no state carried in).
     """
+    from .model import model_inputs
+
     notes = match_features(notes, _input_features(model))
-    out = model(notes, training=False)
+    out = model(model_inputs(model, notes, style), training=False)
     if not isinstance(out, dict):
         raise MusicRNNError("the model must return a dict with 'pitch', 'step' and 'duration'")
     parts = []
@@ -947,6 +1037,11 @@ def _trace_chain(tensor) -> tuple[list, list]:
         op, node = _step_back(tensor)
         if isinstance(op, keras.layers.InputLayer):
             break
+        from .model import StyleInput
+
+        if isinstance(op, StyleInput):  # notes' vectors + the label's: follow the notes
+            tensor = node.input_tensors[0]
+            continue
         if isinstance(op, keras.layers.LSTM):
             if pre:
                 raise MusicRNNError(
@@ -968,7 +1063,7 @@ def _trace_chain(tensor) -> tuple[list, list]:
     return lstms[::-1], pre[::-1]
 
 
-def _input_transform(pre: list, first_lstm, features: int = 3
+def _input_transform(pre: list, first_lstm, features: int = 3, style_dim: int = 0
                      ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """How raw notes of ``features`` columns reach the first LSTM: ``(pitch_table, matrix,
     offset)``.
@@ -982,7 +1077,7 @@ def _input_transform(pre: list, first_lstm, features: int = 3
     """
     from .model import PitchEmbedding
 
-    input_dim = int(first_lstm.cell.kernel.shape[0])
+    input_dim = int(first_lstm.cell.kernel.shape[0]) - int(style_dim)  # the style's rows last
     # probes: no note, 64 in each column alone, and an ordinary note (for the check)
     ordinary = np.array([61.0, 0.5, 0.25, 90.0])[:features]
     probe = np.concatenate([np.zeros((1, features)), np.eye(features) * 64.0, ordinary[None]])
@@ -1073,6 +1168,34 @@ def default_reprime_every(config=None, *, trained_on_windows: bool | None = None
     if not trained_on_windows:
         return None
     return max(1, (seq_length or 50) // 2)
+
+
+def check_guidance(guidance: Any) -> float:
+    """``guidance`` as a float, or a one-line error: a finite number >= 0 (1: plain
+    conditioning)."""
+    if isinstance(guidance, str):
+        try:
+            guidance = float(guidance)
+        except ValueError:
+            raise MusicRNNError(f"guidance must be a number >= 0, got {guidance!r}") from None
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float, np.number)) \
+            or not math.isfinite(float(guidance)) or float(guidance) < 0:
+        raise MusicRNNError(f"guidance must be a finite number >= 0 (1: plain conditioning, "
+                            f"above 1: a stronger style), got {guidance!r}")
+    return float(guidance)
+
+
+def model_styles(config: Any, net: Any = None) -> tuple[str, ...]:
+    """The labels a model reads, ``("none", *config.styles)``; () for an unconditioned model.
+    Without names in ``config`` (a model loaded without its run), ``style_1`` ... from the
+    number of labels ``net`` reads."""
+    count = getattr(net, "num_styles", 0) if net is not None else 0
+    names = tuple(getattr(config, "styles", ()) or ())
+    if net is not None and not count:
+        return ()
+    if count and len(names) != count - 1:
+        names = tuple(f"style_{i}" for i in range(1, count))
+    return ("none", *names) if names else ()
 
 
 def check_temperature(temperature: float, what: str = "temperature") -> float:
@@ -1198,6 +1321,17 @@ class Sampler:
         default_velocity: the velocity given to the notes of a 3-column primer fed to a velocity
             model (:data:`musicrnn.timing.DEFAULT_VELOCITY`, 64: what the MIDI specification asks
             of a keyboard without velocity sensing; the MAESTRO v2 sample's median is 67).
+        style: a conditioned model's style: a name of ``config.styles`` (any case), ``"none"``
+            or None (no style: what label dropout trained), a label index, or one of those per
+            stream (a batch can mix styles). :meth:`set_style` changes it between two notes;
+            :meth:`morph` mixes two styles' vectors.
+        guidance: classifier-free guidance: every categorical head's logits become ``none + g
+            x (style - none)``, the "none" label's logits read from a twin of every stream that
+            sees the same notes with label 0. 1 (the default): plain conditioning (no twin);
+            above 1: a stronger style; 0: unconditioned. A regression head keeps the styled
+            stream's value.
+        twins: keep the "none" twins even at guidance 1, so that :meth:`set_guidance` can
+            change the guidance at any note (a live performance's control does).
 
     A velocity model's notes have 4 columns (pitch, step, duration, velocity) in and out; every
     other model's 3. Notes of the other width are adapted as they come in (a 4th column dropped,
@@ -1215,7 +1349,8 @@ class Sampler:
                  reprime_every: int | None | str = "auto", config=None, window: int | None = None,
                  timing_noise: float = 0.0, verify: bool = True, threads: int | None = 1,
                  workers: int | str = "auto", net: "NoteRNN | NoteTransformer | None" = None,
-                 velocity_temperature: float = 1.0, default_velocity: int = DEFAULT_VELOCITY):
+                 velocity_temperature: float = 1.0, default_velocity: int = DEFAULT_VELOCITY,
+                 style: Any = None, guidance: float = 1.0, twins: bool = False):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise MusicRNNError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
@@ -1265,6 +1400,12 @@ class Sampler:
         if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
             raise MusicRNNError(f"workers must be a whole number >= 1 or 'auto', got {workers!r}")
         self.workers = int(workers)
+        self.guidance = check_guidance(guidance)
+        self.styles = model_styles(self.config, self.net)  # ("none", *config.styles) or ()
+        self._style_mix = self._resolve_mix(style)  # (batch, labels) or None
+        # streams the network steps: every stream, and its "none" twin when guided
+        self._guided = bool(self.styles) and (self.guidance != 1.0 or bool(twins))
+        self._rows = self.batch_size * (2 if self._guided else 1)
         self._lanes = 0
         self._state: _State | None = None
         self._lane_notes: np.ndarray | None = None
@@ -1279,14 +1420,128 @@ class Sampler:
         if isinstance(self.net, NoteTransformer):
             return (f"The transformer caches the keys and values of the last "
                     f"{self.net.capacity} notes and attends over them: one step per note, the "
-                    "oldest note leaving the window as a new one comes in.")
+                    "oldest note leaving the window as a new one comes in."
+                    + self._describe_style())
         if self.reprime_every is None:
-            return "The LSTM state is carried from note to note for the whole piece."
+            return "The LSTM state is carried from note to note for the whole piece." \
+                + self._describe_style()
         window = f"{self.window}-note" if self.window else "primer-length"
         return (
             f"The model was trained on {window} windows only (targets='last'), so every "
             f"{self.reprime_every} notes the sampler rebuilds the LSTM state from the last window."
+            + self._describe_style()
         )
+
+    def _describe_style(self) -> str:
+        if not self.styles:
+            return ""
+        guided = f", guidance {self.guidance:g}" if self._guided else ""
+        names = self.style_names()
+        shown = names[0] if len(set(names)) == 1 else ", ".join(names)
+        return f" Style: {shown}{guided}."
+
+    # -- styles ---------------------------------------------------------------------------------
+    def _resolve_mix(self, style: Any) -> np.ndarray | None:
+        """``(batch, labels)`` weights of each stream's label(s), None for an unconditioned
+        model asked for no style."""
+        if not self.styles:
+            if style is not None and str(style).strip().lower() not in ("none", "0"):
+                raise MusicRNNError("this model was trained without styles (no --condition); "
+                                    "sample it without a style")
+            return None
+        if isinstance(style, (list, tuple, np.ndarray)) and not isinstance(style, str):
+            if len(style) != self.batch_size:
+                raise MusicRNNError(f"give one style per stream ({self.batch_size}), got "
+                                    f"{len(style)}")
+            labels = [style_index(self.styles, one) for one in style]
+        else:
+            labels = [style_index(self.styles, style)] * self.batch_size
+        return np.eye(len(self.styles), dtype=np.float32)[labels]
+
+    def style_names(self) -> list[str]:
+        """Each stream's style now (``a~b 0.3`` while morphing)."""
+        if self._style_mix is None:
+            return ["none"] * self.batch_size
+        names = []
+        for row in self._style_mix:
+            used = np.flatnonzero(row > 1e-6)
+            if len(used) == 1:
+                names.append(self.styles[int(used[0])])
+            else:
+                names.append("~".join(f"{self.styles[int(i)]} {row[i]:.2f}" for i in used))
+        return names
+
+    def set_style(self, style: Any, streams: Any = None) -> "Sampler":
+        """Change the style of every stream (or of the stream indices ``streams``) from the
+        next note on: a name, ``"none"``, a label index, or one per stream."""
+        if not self.styles:
+            self._resolve_mix(style)  # the error for a model without styles
+            return self
+        new = self._resolve_mix(style) if streams is None else self._style_mix.copy()
+        if streams is not None:
+            chosen = np.atleast_1d(np.asarray(streams, dtype=np.int64))
+            new[chosen] = self._resolve_mix(style)[: len(chosen)]
+        self._style_mix = new
+        self._apply_style()
+        return self
+
+    def morph(self, first: Any, second: Any, amount: float) -> "Sampler":
+        """Every stream between two styles from the next note on: their vectors mixed, ``0``
+        all ``first``, ``1`` all ``second``."""
+        if not (isinstance(amount, (int, float)) and not isinstance(amount, bool)
+                and 0.0 <= amount <= 1.0):
+            raise MusicRNNError(f"a morph amount must be in [0, 1], got {amount!r}")
+        if not self.styles:
+            self._resolve_mix(first)
+            return self
+        a, b = style_index(self.styles, first), style_index(self.styles, second)
+        mix = np.zeros((self.batch_size, len(self.styles)), np.float32)
+        mix[:, a] += 1.0 - amount
+        mix[:, b] += amount
+        self._style_mix = mix
+        self._apply_style()
+        return self
+
+    def set_guidance(self, guidance: float) -> "Sampler":
+        """Change the guidance from the next note on. Guidance other than 1 reads each
+        stream's "none" twin: a sampler made without twins (guidance 1, ``twins=False``) gets
+        them here, before it is primed, and refuses after (prime it again)."""
+        guidance = check_guidance(guidance)
+        if self.styles and guidance != 1.0 and not self._guided:
+            if self._count:
+                raise MusicRNNError("this sampler was primed without guidance; make it with "
+                                    "guidance= or twins=True, or prime it again after "
+                                    "set_guidance")
+            self._guided = True
+            self._rows = 2 * self.batch_size
+            self._state = None
+            self._ensure_state()
+        self.guidance = guidance
+        return self
+
+    def _apply_style(self) -> None:
+        """Write each stream's style into the state (every lane; twins get "none")."""
+        if self._style_mix is None or self._state is None:
+            return
+        mix = self._style_mix
+        if self._guided:
+            none = np.zeros_like(mix)
+            none[:, 0] = 1.0
+            mix = np.concatenate([mix, none])
+        self.net.set_style(self._state, np.tile(mix, (self._lanes, 1)))
+
+    def _combine(self, heads: np.ndarray) -> np.ndarray:
+        """The guided head outputs of every stream from its row and its twin's."""
+        if not self._guided:
+            return heads
+        batch = self.batch_size
+        if self.guidance == 1.0:
+            return heads[:batch]
+        styled, none = heads[:batch], heads[batch:]
+        out = none + self.guidance * (styled - none)
+        if self.net.timing_width == 1:  # regressed step and duration: the styled values
+            out[:, N_PITCHES: N_PITCHES + 2] = styled[:, N_PITCHES: N_PITCHES + 2]
+        return out
 
     # -- the state and its lanes ----------------------------------------------------------------
     # Re-priming every R notes from the last W notes is done without stopping: the state holds
@@ -1301,11 +1556,11 @@ class Sampler:
             lanes = -(-(self.window + self.reprime_every) // self.reprime_every)
         if self._state is None or lanes != self._lanes:
             self._lanes = lanes
-            self._state = self.net.new_state(self.batch_size * lanes, blocks=self.workers)
-            self._lane_notes = np.zeros((lanes, self.batch_size, self.features),
-                                        dtype=np.float32)
+            self._state = self.net.new_state(self._rows * lanes, blocks=self.workers)
+            self._lane_notes = np.zeros((lanes, self._rows, self.features), dtype=np.float32)
             self._heads = None
             self._count = self._primed_at = 0
+            self._apply_style()
 
     def _active_rows(self, count: int) -> slice:
         """The rows of the lane whose state predicts the next note after ``count`` notes."""
@@ -1313,22 +1568,25 @@ class Sampler:
             return slice(None)
         k = max(0, count - self._primed_at) // self.reprime_every
         lane = k % self._lanes
-        return slice(lane * self.batch_size, (lane + 1) * self.batch_size)
+        return slice(lane * self._rows, (lane + 1) * self._rows)
 
     def _advance(self, note: np.ndarray, heads: bool = True) -> None:
         """Feed one ``(batch, features)`` note to every lane; keep the active lane's head
         outputs."""
         count = self._count
-        if self._lanes > 1:
-            due = count - self._primed_at + self.window  # lane k starts when due == k * R > 0
-            if due > 0 and due % self.reprime_every == 0:
-                lane = (due // self.reprime_every) % self._lanes
-                self._state.reset(slice(lane * self.batch_size, (lane + 1) * self.batch_size))
-            self._lane_notes[:] = note
+        if self._lanes > 1 or self._rows != self.batch_size:
+            if self._lanes > 1:
+                due = count - self._primed_at + self.window  # lane k starts when due == k * R
+                if due > 0 and due % self.reprime_every == 0:
+                    lane = (due // self.reprime_every) % self._lanes
+                    self._state.reset(slice(lane * self._rows, (lane + 1) * self._rows))
+            lanes = self._lane_notes.reshape(self._lanes, -1, self.batch_size, self.features)
+            lanes[:] = note  # every lane, and in it every stream and its twin
             note = self._lane_notes.reshape(-1, self.features)
         self._count = count + 1
         if heads:
-            self._heads = self.net.step(self._state, note, heads=self._active_rows(count + 1))
+            self._heads = self._combine(
+                self.net.step(self._state, note, heads=self._active_rows(count + 1)))
         else:
             self.net.step(self._state, note, heads=False)
 
@@ -1518,19 +1776,21 @@ def generate(model, primer, num_notes: int, temperature: float = 1.0, top_k: int
              top_p: float | None = None, seed: int | None = None, batch_size: int = 1, *,
              config=None, reprime_every: int | None | str = "auto", timing_noise: float = 0.0,
              progress: bool = False, velocity_temperature: float = 1.0,
-             default_velocity: int = DEFAULT_VELOCITY) -> np.ndarray:
+             default_velocity: int = DEFAULT_VELOCITY, style: Any = None,
+             guidance: float = 1.0) -> np.ndarray:
     """Prime a :class:`Sampler` with ``primer`` and generate ``num_notes`` notes.
 
     Returns raw notes: ``(num_notes, 3)`` for one stream from a ``(time, 3)`` primer, else
     ``(batch_size, num_notes, 3)`` -- 4 columns (velocity last) for a velocity model, whose
     velocities are drawn at ``velocity_temperature`` (a 3-column primer plays at
-    ``default_velocity``).
+    ``default_velocity``). A conditioned model plays in ``style`` with ``guidance`` (see
+    :class:`Sampler`).
     """
     num_notes = check_num_notes(num_notes)
     sampler = Sampler(model, batch_size=batch_size, seed=seed, config=config,
                       reprime_every=reprime_every, timing_noise=timing_noise,
                       velocity_temperature=velocity_temperature,
-                      default_velocity=default_velocity)
+                      default_velocity=default_velocity, style=style, guidance=guidance)
     sampler.prime(primer)
     notes = sampler.sample(num_notes, temperature=temperature, top_k=top_k, top_p=top_p,
                            progress=progress)
@@ -1657,7 +1917,8 @@ class Generator:
 
     def sampler(self, *, batch_size: int = 1, seed: int | None = None,
                 reprime_every: int | None | str = "auto", timing_noise: float = 0.0,
-                velocity_temperature: float = 1.0) -> Sampler:
+                velocity_temperature: float = 1.0, style: Any = None,
+                guidance: float = 1.0) -> Sampler:
         """A :class:`Sampler` for this model (re-priming decided from its config); the weights
         are read out of the model (and checked) once per generator."""
         if self._net is None:
@@ -1666,7 +1927,15 @@ class Generator:
         return Sampler(self.model, batch_size=batch_size, seed=seed, config=self.config,
                        reprime_every=reprime_every, timing_noise=timing_noise, net=self._net,
                        velocity_temperature=velocity_temperature,
-                       default_velocity=self.default_velocity)
+                       default_velocity=self.default_velocity, style=style, guidance=guidance)
+
+    @property
+    def styles(self) -> tuple[str, ...]:
+        """The styles the model plays, ``("none", ...)`` (() for a model without styles)."""
+        if self._net is None:
+            self._net = note_network(self.model, self.config)
+            self._net.check_against(self.model)
+        return model_styles(self.config, self._net)
 
     def generate(self, num_notes: int, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, seed: int | None = None, batch_size: int = 1,

@@ -76,7 +76,7 @@ ALL_NOTES_OFF = 123
 """The MIDI control number of *All Notes Off*."""
 
 CONTROL_NAMES = ("temperature", "top_k", "top_p", "speed", "transpose", "velocity", "dynamics",
-                 "velocity_temperature", "channel", "density", "paused")
+                 "velocity_temperature", "channel", "density", "paused", "style", "guidance")
 
 DYNAMICS_RANGE = (0.1, 4.0)
 """The allowed ``dynamics`` scale (the sliders offer 0.25-2.0)."""
@@ -106,6 +106,11 @@ class ControlState:
     channel: int = 0  # MIDI channel 0-15 of the notes played
     density: float = 1.0  # probability that a generated note sounds (the others become rests)
     paused: bool = False  # True holds the performance; False resumes it
+    style: float | None = None  # a conditioned model's style, as a label index (0: none, 1: its
+    #                             first style, ...); between two whole numbers, a morph of their
+    #                             two styles (1.25: a quarter of the way from 1 to 2). None: the
+    #                             style the sampler was made with
+    guidance: float = 1.0  # classifier-free guidance of the style (1: plain; > 1: stronger)
 
     def validated(self) -> "ControlState":
         """Return ``self``; raise :class:`MusicRNNError` naming the first impossible value."""
@@ -131,6 +136,10 @@ class ControlState:
             problems.append(f"channel must be in [0, 15], got {self.channel}")
         if not 0.0 <= self.density <= 1.0:
             problems.append(f"density must be in [0, 1], got {self.density}")
+        if self.style is not None and not (math.isfinite(self.style) and self.style >= 0):
+            problems.append(f"style must be a label index >= 0 or None, got {self.style}")
+        if not (math.isfinite(self.guidance) and self.guidance >= 0):
+            problems.append(f"guidance must be >= 0, got {self.guidance}")
         if problems:
             raise MusicRNNError("invalid live control: " + "; ".join(problems))
         return self
@@ -567,10 +576,33 @@ class SamplerSource:
         except (TypeError, ValueError):  # a callable without a signature: pass the basics only
             accepted = {}
         self.takes_velocity_temperature = "velocity_temperature" in accepted
+        self.styles: tuple[str, ...] = tuple(getattr(sampler, "styles", ()) or ())
+        # (style, guidance) in force: the sampler's own until a control changes them
+        self._style: tuple[float | None, float] = (None, float(getattr(sampler, "guidance", 1.0)))
         if primer is not None:
             sampler.prime(np.asarray(primer, dtype=np.float32))
 
+    def _follow_style(self, controls: ControlState) -> None:
+        """Switch (or morph) the sampler's style and guidance when the controls changed them:
+        the next note is the first in the new style."""
+        wanted = (controls.style, controls.guidance)
+        if wanted == self._style or not self.styles:
+            return
+        style, guidance = wanted
+        if guidance != self._style[1]:
+            self.sampler.set_guidance(guidance)
+        if style is not None and style != self._style[0]:
+            top = len(self.styles) - 1
+            value = min(float(style), float(top))
+            low = int(math.floor(value))
+            if value == low:
+                self.sampler.set_style(low)
+            else:
+                self.sampler.morph(low, low + 1, value - low)
+        self._style = wanted
+
     def __call__(self, controls: ControlState) -> NoteTuple:
+        self._follow_style(controls)
         options: dict[str, Any] = {}
         if self.takes_velocity_temperature:
             options["velocity_temperature"] = controls.velocity_temperature
@@ -582,16 +614,20 @@ class SamplerSource:
 
 
 def source_from_run(run_dir: str | os.PathLike, *, seed: int | None = None,
-                    primer: np.ndarray | None = None) -> SamplerSource:
+                    primer: np.ndarray | None = None, style: Any = None,
+                    guidance: float = 1.0) -> SamplerSource:
     """A :class:`SamplerSource` for the trained model in ``run_dir``, primed with its seed notes.
 
-    ``primer`` (raw ``(n, 3)`` notes) replaces the run's ``seed_sequence.npy``.
+    ``primer`` (raw ``(n, 3)`` notes) replaces the run's ``seed_sequence.npy``. A conditioned
+    model starts in ``style`` with ``guidance`` and keeps its "none" twin, so that the
+    ``style`` and ``guidance`` controls can change both at any note.
     """
     from .generation import Sampler
     from .model import load_run
 
     run = load_run(run_dir, compile=False)  # sampled, never trained
-    sampler = Sampler(run.model, batch_size=1, seed=seed, config=run.config)
+    sampler = Sampler(run.model, batch_size=1, seed=seed, config=run.config, style=style,
+                      guidance=guidance, twins=True)
     return SamplerSource(sampler, run.seed_sequence if primer is None else primer)
 
 
@@ -1426,6 +1462,8 @@ def perform(
     cc_map: CCMap | None = None,
     data_dir: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = print,
+    style: Any = None,
+    guidance: float = 1.0,
 ) -> PerformanceReport:
     """Perform the model in ``run_dir`` live: the ``musicrnn perform`` command.
 
@@ -1440,16 +1478,23 @@ def perform(
     ``inputs`` start more control inputs: each is called with the :class:`LiveControls` before
     the output opens and returns the function that stops it (``musicrnn perform --gestures``
     passes the camera loop of :mod:`musicrnn.gestures` this way).
+
+    A conditioned model starts in ``style`` (a name, or None: no style) with ``guidance``; the
+    ``style`` control (a label index, fractional between two styles: a morph; a slider or a
+    MIDI CC, e.g. ``cc_map={21: ("style", 0, n)}``) and ``guidance`` switch them at the next
+    note.
     """
     chosen = [x for x in (port is not None, virtual, record is not None) if x]
     if len(chosen) != 1:
         raise MusicRNNError("choose one output: a port name, virtual, or a file to record to")
     if cc_map and control_port is None:
-        raise MusicRNNError("a controller mapping (--temperature-cc) needs --control-port NAME")
+        raise MusicRNNError("a controller mapping (--temperature-cc, --style-cc) needs "
+                            "--control-port NAME")
     run_path = resolve_run_dir(run_dir)
     controls = LiveControls(temperature=temperature, speed=speed, transpose=transpose,
                             velocity=velocity, dynamics=dynamics,
-                            velocity_temperature=velocity_temperature, channel=channel)
+                            velocity_temperature=velocity_temperature, channel=channel,
+                            guidance=guidance)
     closers: list[Callable[[], None]] = []
     try:
         # Inputs first, then the output: a failure leaves no empty recording behind.
@@ -1461,7 +1506,7 @@ def perform(
             open_output(virtual=True) if virtual else open_output(port)
         )
         closers.append(sink.close)
-        source = source_from_run(run_path, seed=seed)
+        source = source_from_run(run_path, seed=seed, style=style, guidance=guidance)
         performer = Performer(source, sink, controls, program=0, seed=seed)
         if log:
             target = f"recording to {record}" if record is not None else repr(sink)

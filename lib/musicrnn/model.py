@@ -135,6 +135,17 @@ class ModelConfig:
     # -- augmentation (training data only) ------------------------------------------------------
     transpose: int = 0  # random transposition in [-transpose, +transpose] semitones per window
     time_stretch: float = 0.0  # random tempo factor in [1 - time_stretch, 1 + time_stretch]
+    # -- style control (conditioning) ----------------------------------------------------------
+    condition: str = "none"  # what a label names: "none" (no label input), "dataset" (the part
+    #                     of a mixture such as bach-chorales+essen-folksongs a piece comes from)
+    #                     or "composer" (MAESTRO's canonical_composer); see musicrnn.styles
+    styles: tuple[str, ...] = ()  # the labels, in input order after the "none" label (index 0);
+    #                     training fills them from the data when empty
+    max_styles: int = 8  # at most this many labels (composers beyond it share "other")
+    style_dim: int = 16  # LSTM: width of the learned style vector read beside every note (a
+    #                     transformer adds a model_dim-wide one to every note's vector)
+    label_dropout: float = 0.1  # fraction of training windows whose label is replaced by
+    #                     "none", so one model also generates unconditioned (and guidance works)
     # -- reproducibility ------------------------------------------------------------------------
     seed: int = 42  # one seed for every source of randomness
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into config.json
@@ -142,6 +153,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if isinstance(self.lstm_units, (list, tuple)):
             self.lstm_units = tuple(self.lstm_units)
+        if isinstance(self.styles, (list, tuple)):
+            self.styles = tuple(self.styles)
         self.validate()
 
     def validate(self) -> "ModelConfig":
@@ -218,6 +231,7 @@ class ModelConfig:
             problems.append(f"transpose must be in [0, 24] semitones, got {self.transpose}")
         if not 0.0 <= self.time_stretch < 1.0:
             problems.append(f"time_stretch must be in [0, 1), got {self.time_stretch}")
+        problems += _style_problems(self)
         if problems:
             raise MusicRNNError("invalid model config: " + "; ".join(problems))
         return self
@@ -227,6 +241,7 @@ class ModelConfig:
         """A JSON-ready dict (``lstm_units`` as a list) that :meth:`from_dict` reads back."""
         d = dataclasses.asdict(self)
         d["lstm_units"] = list(self.lstm_units)
+        d["styles"] = list(self.styles)
         return d
 
     def to_json(self) -> str:
@@ -265,12 +280,29 @@ class ModelConfig:
             window = f", attending to the last {self.attention_window} notes" \
                 if self.attention_window else ""
             return (f"transformer: {self.attention_layers} blocks x {self.attention_heads} heads, "
-                    f"width {self.model_dim}, feed-forward {self.ff_dim}{window}")
-        return f"LSTM {list(self.lstm_units)}, pitch {self.pitch_input}"
+                    f"width {self.model_dim}, feed-forward {self.ff_dim}{window}"
+                    f"{self.describe_condition()}")
+        return f"LSTM {list(self.lstm_units)}, pitch {self.pitch_input}{self.describe_condition()}"
+
+    @property
+    def conditioned(self) -> bool:
+        """Whether a model of this config reads a style label beside its notes."""
+        return self.condition != "none"
+
+    def describe_condition(self) -> str:
+        """``", conditioned on dataset (2 styles)"`` or "" for a model without labels."""
+        if not self.conditioned:
+            return ""
+        count = f"{len(self.styles)} styles" if self.styles else "styles from the data"
+        return f", conditioned on {self.condition} ({count})"
 
     def same_architecture(self, other: "ModelConfig") -> bool:
         """Whether a model of ``self`` and one of ``other`` have the same layers and weights."""
         if self.architecture != other.architecture:
+            return False
+        if (self.condition, self.styles) != (other.condition, other.styles):
+            return False
+        if self.conditioned and self.architecture == "lstm" and self.style_dim != other.style_dim:
             return False
         if self.architecture == "transformer":
             keys = ("model_dim", "attention_layers", "attention_heads", "ff_dim", "timing",
@@ -313,8 +345,43 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "transpose": ((int,), "an integer"),
     "time_stretch": ((int, float), "a number"),
     "seed": ((int,), "an integer"),
+    "condition": ((str,), "a string"),
+    "max_styles": ((int,), "an integer"),
+    "style_dim": ((int,), "an integer"),
+    "label_dropout": ((int, float), "a number"),
     "extra": ((dict,), "a mapping"),
 }
+
+CONDITIONS = ("none", "dataset", "composer")  # ModelConfig.condition
+NONE_STYLE = "none"  # the label of index 0: no style (what label dropout trains)
+
+
+def _style_problems(config: ModelConfig) -> list[str]:
+    """Range errors of the conditioning fields."""
+    problems = []
+    if config.condition not in CONDITIONS:
+        problems.append(f"condition must be one of {', '.join(CONDITIONS)}, got "
+                        f"{config.condition!r}")
+    styles = config.styles
+    if not isinstance(styles, tuple) or not all(isinstance(x, str) and x.strip() for x in styles):
+        problems.append(f"styles must be a list of non-empty names, got {styles!r}")
+    else:
+        lowered = [x.lower() for x in styles]
+        if len(set(lowered)) != len(lowered) or NONE_STYLE in lowered:
+            problems.append(f"styles must be distinct names other than {NONE_STYLE!r}, got "
+                            f"{list(styles)}")
+        if styles and config.condition == "none":
+            problems.append("styles are given but condition is 'none'; set condition to "
+                            "'dataset' or 'composer', or drop the styles")
+        if len(styles) > max(config.max_styles, 1):
+            problems.append(f"{len(styles)} styles is more than max_styles ({config.max_styles})")
+    if config.max_styles < 2:
+        problems.append(f"max_styles must be >= 2, got {config.max_styles}")
+    if config.style_dim < 1:
+        problems.append(f"style_dim must be >= 1, got {config.style_dim}")
+    if not 0.0 <= config.label_dropout < 1.0:
+        problems.append(f"label_dropout must be in [0, 1), got {config.label_dropout}")
+    return problems
 
 
 def _type_problems(config: ModelConfig) -> list[str]:
@@ -339,6 +406,8 @@ def _type_problems(config: ModelConfig) -> list[str]:
         problems.append(f"lstm_units must be a list of integers, got {config.lstm_units!r}")
     else:
         config.lstm_units = tuple(int(u) for u in units)
+    if isinstance(config.styles, list):
+        config.styles = tuple(config.styles)
     clip = config.clipnorm
     if clip is not None:
         if isinstance(clip, bool) or not isinstance(clip, (int, float, np.number)):
@@ -435,7 +504,9 @@ DEFAULT_PRESET = "v2"  # the issue's default: the original's last design
 ADDED_FIELDS: dict[str, Any] = {"velocity": "none", "velocity_bins": VELOCITY_BINS,
                                 "velocity_loss_weight": 1.0, "lr_schedule": "plateau",
                                 "architecture": "lstm", "model_dim": 128, "attention_layers": 4,
-                                "attention_heads": 4, "ff_dim": 512, "attention_window": 0}
+                                "attention_heads": 4, "ff_dim": 512, "attention_window": 0,
+                                "condition": "none", "styles": (), "max_styles": 8,
+                                "style_dim": 16, "label_dropout": 0.1}
 
 # What the original notes ("Optimization Changes Summary") give as parameter counts.
 ORIGINAL_NOTES_PARAMS: dict[str, int] = {"baseline": 199_000, "v1": 199_000, "v2": 528_000}
@@ -595,8 +666,51 @@ class NoteEmbedding(keras.layers.Layer):
                 "velocity_bins": self.velocity_bins}
 
 
+@keras.saving.register_keras_serializable(package="musicrnn")
+class StyleInput(keras.layers.Layer):
+    """Notes' vectors plus a style: ``[x (batch, time, d), style (batch,) int]`` -> the learned
+    vector of each window's style label read at every step, beside (``mode="concat"``: ``(batch,
+    time, d + dim)``, the LSTM's input) or added to (``mode="add"``: ``(batch, time, d)``, the
+    transformer's note vectors) each note's vector. Label 0 is "none" (no style).
+
+    One label per window: the sampler changes a stream's label between two notes, so a style can
+    change mid-piece (and two labels' vectors can be mixed) without the model knowing more.
+    """
+
+    def __init__(self, num_styles: int = 2, dim: int = 16, mode: str = "concat", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("concat", "add"):
+            raise ValueError(f"mode must be 'concat' or 'add', got {mode!r}")
+        self.num_styles = int(num_styles)
+        self.dim = int(dim)
+        self.mode = mode
+        self.table = keras.layers.Embedding(self.num_styles, self.dim, name="style_table")
+
+    def build(self, input_shape):
+        self.table.build(tuple(input_shape[1]))
+        self.built = True
+
+    def call(self, inputs):
+        x, style = inputs
+        style = ops.clip(ops.cast(style, "int32"), 0, self.num_styles - 1)
+        vector = ops.cast(self.table(style), x.dtype)[:, None, :]  # (batch, 1, dim)
+        if self.mode == "add":
+            return x + vector
+        steps = ops.shape(x)[1]
+        return ops.concatenate([x, ops.repeat(vector, steps, axis=1)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape[0])
+        return shape if self.mode == "add" else (*shape[:-1], shape[-1] + self.dim)
+
+    def get_config(self):
+        return {**super().get_config(), "num_styles": self.num_styles, "dim": self.dim,
+                "mode": self.mode}
+
+
 ROTARY_BASE = 10000.0  # the rotary positions' longest wavelength scale (RoFormer's choice)
 NORM_EPSILON = 1e-5  # the layer norms' epsilon (the sampler reads it off the layers)
+STYLE_LAYER = "style_input"  # the name of a conditioned model's StyleInput layer
 
 
 def rotary_frequencies(head_dim: int, base: float = ROTARY_BASE) -> np.ndarray:
@@ -732,12 +846,15 @@ def time_class_crossentropy(y_true, y_pred):
 _CONFIGS: "weakref.WeakKeyDictionary[keras.Model, ModelConfig]" = weakref.WeakKeyDictionary()
 
 
-def _lstm_body(config: ModelConfig, notes, sequence_outputs: bool):
-    """Input scaling and the LSTM stack of a model of ``config``."""
+def _lstm_body(config: ModelConfig, notes, sequence_outputs: bool, style=None):
+    """Input scaling (and the style vector) and the LSTM stack of a model of ``config``."""
     if config.pitch_input == "embedding":
         x = PitchEmbedding(config.pitch_embedding_dim, name="input_scaling")(notes)
     else:
         x = NoteScaling(name="input_scaling")(notes)
+    if style is not None:
+        x = StyleInput(len(config.styles) + 1, config.style_dim, "concat",
+                       name=STYLE_LAYER)([x, style])
     n = len(config.lstm_units)
     for i, units in enumerate(config.lstm_units, start=1):
         top = i == n
@@ -749,10 +866,14 @@ def _lstm_body(config: ModelConfig, notes, sequence_outputs: bool):
     return x
 
 
-def _transformer_body(config: ModelConfig, notes, sequence_outputs: bool):
-    """Note embedding, the decoder blocks and a final norm of a transformer of ``config``."""
+def _transformer_body(config: ModelConfig, notes, sequence_outputs: bool, style=None):
+    """Note embedding (plus the style vector), the decoder blocks and a final norm of a
+    transformer of ``config``."""
     bins = config.velocity_bins if config.velocity != "none" else 0
     x = NoteEmbedding(config.model_dim, bins, name="input_scaling")(notes)
+    if style is not None:
+        x = StyleInput(len(config.styles) + 1, config.model_dim, "add",
+                       name=STYLE_LAYER)([x, style])
     if config.dropout > 0:
         x = keras.layers.Dropout(config.dropout, name="dropout_0")(x)
     for i in range(1, config.attention_layers + 1):
@@ -789,15 +910,28 @@ def build_model(config: ModelConfig, sequence_outputs: bool | None = None) -> ke
         them sit :class:`NoteEmbedding` (named ``input_scaling``), ``attention_1`` ...
         (:class:`AttentionBlock`) and ``final_norm``; without sequence outputs a
         :class:`LastPosition` before the heads keeps the last position.
+
+        A conditioned model (``config.condition`` other than ``"none"``) has a second input,
+        ``style``: one int label per window, 0 for "none" and ``i`` for ``config.styles[i -
+        1]``; :class:`StyleInput` (named ``style_input``) reads its learned vector beside every
+        note (LSTM) or adds it to every note's vector (transformer). Call it with ``[notes,
+        style]`` (:func:`model_inputs` builds them).
     """
     config.validate()
     if sequence_outputs is None:
         sequence_outputs = config.targets == "all"
     notes = keras.Input(shape=(None, note_features(config)), name="notes")
+    style = None
+    if config.conditioned:
+        if len(config.styles) < 2:
+            raise MusicRNNError(
+                f"a model conditioned on {config.condition} needs at least two styles, got "
+                f"{list(config.styles)}; training reads them off the data (or set styles)")
+        style = keras.Input(shape=(), dtype="int32", name="style")
     if config.architecture == "transformer":
-        x = _transformer_body(config, notes, bool(sequence_outputs))
+        x = _transformer_body(config, notes, bool(sequence_outputs), style)
     else:
-        x = _lstm_body(config, notes, bool(sequence_outputs))
+        x = _lstm_body(config, notes, bool(sequence_outputs), style)
     timing_units = timing_width(config.timing)
     outputs = {
         "pitch": keras.layers.Dense(N_PITCHES, name="pitch", dtype="float32")(x),
@@ -807,7 +941,8 @@ def build_model(config: ModelConfig, sequence_outputs: bool | None = None) -> ke
     if config.velocity != "none":
         outputs[VELOCITY_HEAD] = keras.layers.Dense(config.velocity_bins, name=VELOCITY_HEAD,
                                                     dtype="float32")(x)
-    model = keras.Model(notes, outputs, name=f"music_rnn_{config.name}")
+    model = keras.Model(notes if style is None else [notes, style], outputs,
+                        name=f"music_rnn_{config.name}")
     _CONFIGS[model] = config
     return model
 
@@ -880,8 +1015,10 @@ def _build_training_state(model: keras.Model, seq_length: int) -> None:
     """
     build = getattr(model, "_symbolic_build", None)
     outputs = getattr(model, "output", None)
+    conditioned = style_layer(model) is not None
     if (getattr(model, "_distribute_strategy", None) is not None or not callable(build)
-            or not model.built or not isinstance(outputs, dict) or len(model.inputs) != 1):
+            or not model.built or not isinstance(outputs, dict)
+            or len(model.inputs) != 1 + conditioned):
         return
     _, length, features = model.inputs[0].shape
     length = length or seq_length
@@ -890,7 +1027,8 @@ def _build_training_state(model: keras.Model, seq_length: int) -> None:
     targets = {name: np.zeros((1, length) if sequence else (1,),
                               np.int32 if name in ("pitch", VELOCITY_HEAD) else np.float32)
                for name in outputs}
-    build(data_batch=(notes, targets))
+    inputs = (notes, np.zeros((1,), np.int32)) if conditioned else notes
+    build(data_batch=(inputs, targets))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1065,6 +1203,7 @@ def infer_config(model: keras.Model, base: ModelConfig | None = None) -> ModelCo
                        velocity_bins=int(model.get_layer(VELOCITY_HEAD).units))
     else:
         changes["velocity"] = "none"
+    changes.update(_style_changes(model, base))
     if isinstance(scaling, PitchEmbedding):
         changes.update(pitch_input="embedding", pitch_embedding_dim=scaling.output_dim)
     elif not blocks:
@@ -1076,6 +1215,43 @@ def infer_config(model: keras.Model, base: ModelConfig | None = None) -> ModelCo
     if time_steps:
         changes["seq_length"] = int(time_steps)
     return base.replace(**changes)
+
+
+def _style_changes(model: keras.Model, base: ModelConfig) -> dict[str, Any]:
+    """The conditioning fields read off a model: none without a style input; else the number
+    of labels from its table (names from ``base`` when it has as many, else ``style_1`` ...)."""
+    layer = style_layer(model)
+    if layer is None:
+        return {"condition": "none", "styles": []}
+    count = layer.num_styles - 1
+    styles = list(base.styles) if len(base.styles) == count else [
+        f"style_{i}" for i in range(1, count + 1)]
+    changes: dict[str, Any] = {
+        "condition": base.condition if base.condition != "none" else "dataset",
+        "styles": styles, "max_styles": max(base.max_styles, count)}
+    if layer.mode == "concat":
+        changes["style_dim"] = layer.dim
+    return changes
+
+
+def style_layer(model: Any) -> "StyleInput | None":
+    """The :class:`StyleInput` layer of a conditioned model, None for any other model."""
+    try:
+        layer = model.get_layer(STYLE_LAYER)
+    except (ValueError, AttributeError):
+        return None
+    return layer if isinstance(layer, StyleInput) else None
+
+
+def model_inputs(model: Any, notes: Any, style: Any = None) -> Any:
+    """What to call ``model`` with on ``notes`` ``(batch, time, features)``: the notes alone,
+    or ``[notes, style]`` for a conditioned model, ``style`` one int label per row (an int for
+    every row; default 0, "none")."""
+    if style_layer(model) is None:
+        return notes
+    rows = int(np.shape(notes)[0])
+    labels = np.broadcast_to(np.asarray(0 if style is None else style, np.int32), (rows,))
+    return [notes, np.ascontiguousarray(labels)]
 
 
 def transfer_weights(source: keras.Model, target: keras.Model) -> keras.Model:

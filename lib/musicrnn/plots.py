@@ -157,6 +157,24 @@ def _rectangles(pitch: np.ndarray, start: np.ndarray, end: np.ndarray, height: f
     ], axis=1)
 
 
+def style_rolls(pieces: dict[str, Any], primer: Any = None, *, title: str | None = None,
+                max_seconds: float | None = None, width: float = 12.0) -> "Figure":
+    """The same primer continued in several styles: one piano roll per style (``pieces``:
+    style name -> notes, as :func:`piano_roll` takes them), stacked on one time axis."""
+    import matplotlib.pyplot as plt
+
+    if not pieces:
+        raise MusicRNNError("give at least one style's notes to draw")
+    fig, axes = plt.subplots(len(pieces), 1, figsize=(width, 2.6 * len(pieces)), sharex=True,
+                             squeeze=False)
+    for ax, (name, notes) in zip(axes[:, 0], pieces.items()):
+        piano_roll(notes, ax=ax, primer=primer, title=name, max_seconds=max_seconds)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def piano_roll(
     notes: Any,
     ax: "Axes | None" = None,

@@ -93,6 +93,11 @@ class WindowDataset:
         velocity_bins: for a velocity model, the classes of its velocity head: the notes carry
             their velocity as a 4th column and the targets gain ``velocity`` (the class of the
             next note's velocity). None (the default): 3 columns, no velocity target.
+        styles: for a conditioned model, the style label of every piece of the corpus (ints,
+            0 for "none"; :func:`musicrnn.styles.piece_styles`): the inputs become ``(notes,
+            labels)``, one label per window, the label of its piece. None: notes alone.
+        label_dropout: the fraction of training windows whose label is replaced by 0 ("none"),
+            drawn per window from the batch's random generator (training batches only).
     """
 
     def __init__(
@@ -110,6 +115,8 @@ class WindowDataset:
         seed: int = 0,
         max_windows: int | None = None,
         velocity_bins: int | None = None,
+        styles: np.ndarray | None = None,
+        label_dropout: float = 0.0,
     ) -> None:
         if split not in SPLITS:
             raise MusicRNNError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
@@ -137,6 +144,9 @@ class WindowDataset:
         self.seed = int(seed)
         self.max_windows = None if max_windows is None else int(max_windows)
         self.velocity_bins = None if velocity_bins is None else check_velocity_bins(velocity_bins)
+        if not 0.0 <= float(label_dropout) < 1.0:
+            raise MusicRNNError(f"label_dropout must be in [0, 1), got {label_dropout}")
+        self.label_dropout = float(label_dropout)
 
         pieces = corpus.indices(split)
         if len(pieces) == 0:
@@ -150,6 +160,14 @@ class WindowDataset:
         # The split's notes as one flat float32 array; pieces keep their order.
         self.notes = _split_features(corpus, pieces, velocity=self.velocity_bins is not None)
         self.piece_names = corpus.names[pieces]
+        self.piece_styles: np.ndarray | None = None  # per piece of the split: its label
+        if styles is not None:
+            styles = np.asarray(styles)
+            if styles.shape != (len(corpus),) or not np.issubdtype(styles.dtype, np.integer) \
+                    or (len(styles) and styles.min() < 0):
+                raise MusicRNNError(f"styles must hold one label >= 0 per piece of the corpus "
+                                    f"({len(corpus)}), got shape {styles.shape}")
+            self.piece_styles = styles[pieces].astype(np.int32)
         self.piece_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         # Pieces long enough for one window, with the largest valid start (relative to piece).
         usable = lengths >= self.seq_length + 1
@@ -251,7 +269,12 @@ class WindowDataset:
         if rng is not None and (self.transpose or self.time_stretch):
             window = augment(window, rng, transpose=self.transpose,
                              time_stretch=self.time_stretch)
-        inputs = window[:, :-1]
+        inputs: Any = np.ascontiguousarray(window[:, :-1])
+        if self.piece_styles is not None:
+            style = self.piece_styles[self.piece_of(starts)]
+            if rng is not None and self.label_dropout:
+                style = np.where(rng.random(len(style)) < self.label_dropout, 0, style)
+            inputs = (inputs, style.astype(np.int32))
         labels = window[:, 1:] if self.targets == "all" else window[:, -1]
         targets = {
             "pitch": labels[..., 0].astype(np.int32),
@@ -261,7 +284,7 @@ class WindowDataset:
         if self.velocity_bins is not None:
             targets["velocity"] = velocity_classes(labels[..., 3], self.velocity_bins
                                                    ).astype(np.int32)
-        return np.ascontiguousarray(inputs), targets
+        return inputs, targets
 
     def batches(self, start_step: int = 0) -> Iterator[Batch]:
         """Yield batches: endless passes when shuffling (training), else one pass.
@@ -306,7 +329,10 @@ class WindowDataset:
         if self.velocity_bins is not None:
             targets["velocity"] = tf.TensorSpec(shape, tf.int32)
         features = self.notes.shape[1]
-        return tf.TensorSpec((b, self.seq_length, features), tf.float32, name="notes"), targets
+        notes = tf.TensorSpec((b, self.seq_length, features), tf.float32, name="notes")
+        if self.piece_styles is not None:
+            return (notes, tf.TensorSpec((b,), tf.int32, name="style")), targets
+        return notes, targets
 
     def to_tf(self, start_step: int = 0):
         """The batches as a ``tf.data.Dataset`` (endless when training), prefetched.
@@ -431,6 +457,7 @@ def make_dataset(
     seed: int | None = None,
     batch_size: int | None = None,
     max_windows: int | None = None,
+    styles: np.ndarray | None = None,
 ) -> WindowDataset:
     """The :class:`WindowDataset` of ``split`` for a :class:`~musicrnn.model.ModelConfig`.
 
@@ -438,7 +465,9 @@ def make_dataset(
     config's ``window_shift`` and augmentation. Evaluation data is one pass in corpus order, not
     augmented, with ``shift`` defaulting to ``seq_length`` for ``targets="all"`` (each note is a
     target once) and 1 for ``"last"`` (each note after a full window is a target once). A config
-    with ``velocity="categorical"`` gets velocity in its notes and targets.
+    with ``velocity="categorical"`` gets velocity in its notes and targets. ``styles`` (one label
+    per piece of the corpus) gives a conditioned model its labels, with the config's
+    ``label_dropout`` on training data.
     """
     training = split == "train" if training is None else training
     if training:
@@ -457,6 +486,9 @@ def make_dataset(
         max_windows=max_windows,
         velocity_bins=(config.velocity_bins
                        if getattr(config, "velocity", "none") != "none" else None),
+        styles=styles,
+        label_dropout=getattr(config, "label_dropout", 0.0) if training and styles is not None
+        else 0.0,
     )
 
 

@@ -53,7 +53,7 @@ from .model import (
     build_model, compile_model, get_preset, note_features, transfer_weights,
     with_sequence_outputs, write_run_files,
 )
-from .model import returns_sequences, sliding_window_model
+from .model import model_inputs, returns_sequences, sliding_window_model
 from .notes import NoteCorpus
 from .sequences import (
     WindowDataset, make_dataset, match_features, piece_features, seed_window,
@@ -717,7 +717,8 @@ def _check_run_dir(run_dir: Path, expected: dict[str, Any]) -> dict[str, Any] | 
         raise MusicRNNError(f"{path} is not valid JSON ({exc}); delete it or use another "
                             "run directory") from exc
     differences = []
-    found_model = {**ADDED_FIELDS, **dict(found.get("model") or {})}  # older runs lack them
+    found_model = {k: list(v) if isinstance(v, tuple) else v  # JSON has lists
+                   for k, v in {**ADDED_FIELDS, **dict(found.get("model") or {})}.items()}
     for key, value in expected["model"].items():
         if key not in _RESUME_FREE and found_model.get(key) != value:
             differences.append(f"{key}: {found_model.get(key)!r} there, {value!r} now")
@@ -878,8 +879,10 @@ def train(
         from .notes import load_corpus
 
         corpus = load_corpus(dataset, data_dir=data_dir, max_files=max_files)
-    train_data = make_dataset(corpus, "train", config)
-    val_data = make_dataset(corpus, "validation", config, max_windows=validation_windows)
+    config, labels = corpus_styles(config, corpus)
+    train_data = make_dataset(corpus, "train", config, styles=labels)
+    val_data = make_dataset(corpus, "validation", config, max_windows=validation_windows,
+                            styles=labels)
     steps_per_pass = train_data.steps_per_pass
     period = int(validate_every) if validate_every else max(steps_per_pass, MIN_VALIDATE_EVERY)
     total_steps = config.epochs * steps_per_pass  # exactly `epochs` passes
@@ -1066,6 +1069,21 @@ def _build(config: ModelConfig, strategy: Any, mixed_precision: bool | str,
     return model
 
 
+def corpus_styles(config: ModelConfig, corpus: NoteCorpus
+                  ) -> tuple[ModelConfig, np.ndarray | None]:
+    """A conditioned config with its styles read off ``corpus`` (when it names none yet), and
+    every piece's label (:func:`musicrnn.styles.piece_styles`); an unconditioned config comes
+    back as it is, with None."""
+    if not config.conditioned:
+        return config, None
+    from .styles import piece_styles, style_vocabulary
+
+    if not config.styles:
+        config = config.replace(styles=list(style_vocabulary(corpus, config.condition,
+                                                             config.max_styles)))
+    return config, piece_styles(corpus, config.condition, config.styles)
+
+
 def _build_from_local_batch(model, strategy: Any, data: WindowDataset) -> None:
     """Work around Keras 3 under ``MultiWorkerMirroredStrategy``.
 
@@ -1248,7 +1266,7 @@ def _windowed_logits(model, pieces: list[np.ndarray], positions: list[np.ndarray
                      np.float32)  # one shape for every batch: traced once
         x[: len(chunk)] = match_features(np.stack([pieces[i][t + offsets] for i, t in chunk]),
                                          width)
-        logits = np.asarray(last.predict_on_batch(x)["pitch"], dtype=np.float32)
+        logits = np.asarray(last.predict_on_batch(model_inputs(last, x))["pitch"], np.float32)
         out.append(logits[: len(chunk)])
     return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
 
@@ -1273,7 +1291,8 @@ def _carried_logits(model, pieces: list[np.ndarray], positions: list[np.ndarray]
         x = np.zeros((len(batch), padded, width), np.float32)
         for r, k in enumerate(batch):
             x[r, : len(pieces[k])] = match_features(pieces[k], width)
-        logits = np.asarray(sequence.predict_on_batch(x)["pitch"], dtype=np.float32)
+        logits = np.asarray(sequence.predict_on_batch(model_inputs(sequence, x))["pitch"],
+                            dtype=np.float32)
         for r, k in enumerate(batch):
             result[k] = logits[r, positions[k] - 1]
         i = j

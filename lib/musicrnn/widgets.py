@@ -36,13 +36,18 @@ class GeneratorPanel(widgets.VBox):
             for such models only).
         dynamics: every note's velocity is scaled by this (0.25-2.0) and clipped to 1-127 --
             the model's own velocities, or the fixed velocity of a model without them.
+        style: a conditioned model's starting style (a name; None: "none"); the style
+            dropdown and the guidance slider are shown for such models only.
+        guidance: the guidance slider's starting value (1: plain conditioning).
         max_notes: the largest number of notes the control allows.
         sample_rate: audio sample rate of the player.
         generate: generate once right away, so the panel opens with a piece.
 
     Attributes:
-        temperature, num_notes, seed, top_p, velocity_temperature, dynamics: the control
-            widgets (``velocity_temperature`` is displayed for a model with velocity only).
+        temperature, num_notes, seed, top_p, velocity_temperature, dynamics, style,
+            guidance: the control widgets (``velocity_temperature`` is displayed for a model
+            with velocity only, ``style`` and ``guidance`` for a model with styles only).
+        styles: the model's styles, ``("none", ...)``, or () for a model without.
         has_velocity: whether the model predicts each note's velocity.
         button: the *Generate* button.
         roll: the ``ipywidgets.Image`` with the piano roll (PNG).
@@ -56,6 +61,7 @@ class GeneratorPanel(widgets.VBox):
     def __init__(self, generator, *, temperature: float = 1.0, num_notes: int = 120,
                  seed: int = 0, top_p: float = 1.0, top_k: int | None = None,
                  velocity_temperature: float = 1.0, dynamics: float = 1.0,
+                 style: str | None = None, guidance: float = 1.0,
                  max_notes: int = 2000, sample_rate: int = PANEL_SAMPLE_RATE,
                  generate: bool = True):
         self.generator = generator
@@ -64,28 +70,39 @@ class GeneratorPanel(widgets.VBox):
         self.has_velocity = bool(generator.velocity)
         self.notes: np.ndarray | None = None
         self.table = None
-        style = {"description_width": "110px"}
+        from .generation import style_index
+
+        style_css = {"description_width": "110px"}
         layout = widgets.Layout(width="420px")
         self.temperature = widgets.FloatSlider(
             value=float(temperature), min=0.05, max=3.0, step=0.05, description="temperature",
-            continuous_update=False, readout_format=".2f", style=style, layout=layout)
+            continuous_update=False, readout_format=".2f", style=style_css, layout=layout)
         self.num_notes = widgets.BoundedIntText(
             value=int(num_notes), min=1, max=int(max_notes), step=10,
-            description="notes", style=style, layout=layout)
-        self.seed = widgets.IntText(value=int(seed), description="seed", style=style,
+            description="notes", style=style_css, layout=layout)
+        self.seed = widgets.IntText(value=int(seed), description="seed", style=style_css,
                                     layout=layout)
         self.top_p = widgets.FloatSlider(
             value=float(top_p), min=0.05, max=1.0, step=0.05, description="top-p",
-            continuous_update=False, readout_format=".2f", style=style, layout=layout)
+            continuous_update=False, readout_format=".2f", style=style_css, layout=layout)
         # "velocity temp.", not "... temperature": one slider is *the* temperature (of pitch).
         self.velocity_temperature = widgets.FloatSlider(
             value=float(velocity_temperature), min=0.05, max=3.0, step=0.05,
             description="velocity temp.", tooltip="velocity randomness: below 1 steadier",
-            continuous_update=False, readout_format=".2f", style=style, layout=layout)
+            continuous_update=False, readout_format=".2f", style=style_css, layout=layout)
         self.dynamics = widgets.FloatSlider(
             value=float(dynamics), min=0.25, max=2.0, step=0.05, description="dynamics",
             tooltip="scale every note's velocity (softer below 1, louder above)",
-            continuous_update=False, readout_format=".2f", style=style, layout=layout)
+            continuous_update=False, readout_format=".2f", style=style_css, layout=layout)
+        self.styles = tuple(getattr(generator, "styles", ()) or ())
+        options = list(self.styles) or ["none"]
+        self.style = widgets.Dropdown(
+            options=options, value=options[style_index(options, style)] if self.styles
+            else "none", description="style", style=style_css, layout=layout)
+        self.guidance = widgets.FloatSlider(
+            value=float(guidance), min=0.0, max=5.0, step=0.25, description="guidance",
+            tooltip="1: the style as learnt; above 1 stronger; 0 no style",
+            continuous_update=False, readout_format=".2f", style=style_css, layout=layout)
         self.button = widgets.Button(description="Generate", button_style="primary",
                                      icon="music", tooltip="generate a new piece")
         self.status = widgets.HTML(value="")
@@ -93,8 +110,9 @@ class GeneratorPanel(widgets.VBox):
         self.player = widgets.Audio(format="wav", autoplay=False, loop=False)
         self.button.on_click(lambda _button: self.generate())
         dynamics = [self.velocity_temperature] if self.has_velocity else []
+        styles = [self.style, self.guidance] if self.styles else []
         controls = widgets.VBox([self.temperature, self.num_notes, self.seed, self.top_p,
-                                 *dynamics, self.dynamics, self.button])
+                                 *dynamics, self.dynamics, *styles, self.button])
         super().__init__([controls, self.status, self.roll, self.player])
         if generate:
             self.generate()
@@ -118,6 +136,9 @@ class GeneratorPanel(widgets.VBox):
         }
         if self.has_velocity:
             settings["velocity_temperature"] = float(self.velocity_temperature.value)
+        if self.styles:
+            settings["style"] = str(self.style.value)
+            settings["guidance"] = float(self.guidance.value)
         return settings
 
     def generate(self) -> np.ndarray | None:
@@ -154,6 +175,8 @@ class GeneratorPanel(widgets.VBox):
                                            if settings["top_p"] else "")
             + (f", velocity temperature {settings['velocity_temperature']:.2f}"
                if "velocity_temperature" in settings else "")
+            + (f", style {settings['style']} (guidance {settings['guidance']:.2f})"
+               if "style" in settings else "")
             + f"; velocity {velocity.min()}-{velocity.max()} (dynamics x{dynamics:.2f})"
         )
         return notes
