@@ -179,16 +179,18 @@ MIXTURE = "bach-chorales+essen-folksongs"
 
 @pytest.fixture(scope="module")
 def conditioned_run(tmp_path_factory, chorale_data):
-    """``musicrnn train --condition dataset`` on 6 chorales + 6 folk songs, one pass."""
+    """``musicrnn train --condition dataset`` on 6 chorales + 6 folk songs, one pass of a toy
+    v4 (``--set`` makes it small)."""
     run_dir = tmp_path_factory.mktemp("conditioned") / "run"
     data_dir = chorale_data["data_dir"]
     done = subprocess.run(
         [sys.executable, "-m", "musicrnn.cli", "train", "--preset", "v4", "--dataset", MIXTURE,
          "--condition", "dataset", "--max-files", "6", "--epochs", "1", "--run-dir",
-         str(run_dir), "--data-dir", str(data_dir), "--quiet"],
+         str(run_dir), "--data-dir", str(data_dir), "--quiet", "--set", "lstm_units=[32]",
+         "--set", "pitch_embedding_dim=8", "--set", "seq_length=24"],
         capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    return {"run_dir": run_dir, "data_dir": data_dir}
+    return {"run_dir": run_dir, "data_dir": data_dir, "stdout": done.stdout}
 
 
 def _cli(capsys, *argv):
@@ -205,6 +207,9 @@ def test_a_trained_mixture_knows_its_styles(conditioned_run, capsys):
     assert info["model"]["styles"] == STYLES
     status, out, _ = _cli(capsys, "styles", "--run-dir", conditioned_run["run_dir"])
     assert status == 0 and out.split() == STYLES
+    # training said how many pieces of each style hold a 25-note window (folk songs are short)
+    shown = conditioned_run["stdout"]
+    assert "style bach-chorales: " in shown and "style essen-folksongs: " in shown
 
 
 def test_generate_in_a_style_with_guidance(conditioned_run, capsys, tmp_path):
@@ -251,8 +256,9 @@ def test_scores_with_the_true_the_none_and_a_wrong_label(conditioned_run):
     assert wrong_labels(np.array([0, 1, 2]), 2).tolist() == [1, 2, 1]
     run = load_run(conditioned_run["run_dir"])
     corpus = load_corpus(MIXTURE, data_dir=conditioned_run["data_dir"], max_files=6)
-    report = style_report(run.model, corpus, run.config, split="validation", seq_length=50,
-                          guidances=(1.0, 2.0), num_samples=4, num_notes=24, min_position=50)
+    assert run.config.lstm_units == (32,) and run.config.seq_length == 24  # --set reached it
+    report = style_report(run.model, corpus, run.config, split="validation", seq_length=24,
+                          guidances=(1.0, 2.0), num_samples=4, num_notes=24, min_position=24)
     for kind in ("true", "none", "wrong"):
         assert np.isfinite(report[f"nll_{kind}_label"])
     # the labels reach the scores: a wrong label reads the pieces differently

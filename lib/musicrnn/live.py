@@ -613,6 +613,17 @@ class SamplerSource:
         return tuple(float(v) for v in note[:4])
 
 
+def style_mix_name(styles: Sequence[str], value: float) -> str:
+    """What the ``style`` control's ``value`` plays among ``styles`` (``("none", ...)``): one
+    style at a whole number, ``"70% a, 30% b"`` between two."""
+    value = min(max(float(value), 0.0), float(len(styles) - 1))
+    low = int(math.floor(value))
+    share = value - low
+    if share < 1e-9:
+        return styles[low]
+    return f"{1 - share:.0%} {styles[low]}, {share:.0%} {styles[low + 1]}"
+
+
 def source_from_run(run_dir: str | os.PathLike, *, seed: int | None = None,
                     primer: np.ndarray | None = None, style: Any = None,
                     guidance: float = 1.0) -> SamplerSource:
@@ -1374,11 +1385,14 @@ class LivePianoRoll:
             self.handle.update(image)
 
 
-def control_panel(controls: LiveControls) -> Any:
+def control_panel(controls: LiveControls, styles: Sequence[str] = ()) -> Any:
     """ipywidgets sliders bound to ``controls`` (temperature, speed, transposition, ...).
 
     ``velocity`` sets the level of notes without their own velocity; ``dynamics`` scales every
-    note's velocity; ``vel. temp.`` is the velocity temperature of a model with velocity.
+    note's velocity; ``vel. temp.`` is the velocity temperature of a model with velocity. With
+    a conditioned model's ``styles`` (``("none", ...)``, e.g. :attr:`SamplerSource.styles`) a
+    ``style`` slider moves through them (between two, a morph; its label names the mix) and a
+    ``guidance`` slider sets how strongly the style is played.
     """
     import ipywidgets as widgets
 
@@ -1403,12 +1417,26 @@ def control_panel(controls: LiveControls) -> Any:
                                        icon="pause"),
     }
 
+    if len(styles) > 1:
+        sliders["style"] = widgets.FloatSlider(
+            value=float(state.style or 0.0), min=0.0, max=float(len(styles) - 1), step=0.05,
+            description="style", readout=False)
+        sliders["guidance"] = widgets.FloatSlider(value=state.guidance, min=0.0, max=5.0,
+                                                  step=0.25, description="guidance")
+        named = widgets.Label(value=style_mix_name(styles, sliders["style"].value))
+        sliders["style"].observe(
+            lambda change: setattr(named, "value", style_mix_name(styles, change["new"])),
+            names="value")
+
     def bind(name: str, widget: Any) -> None:
         widget.observe(lambda change: controls.set(**{name: change["new"]}), names="value")
 
     for name, widget in sliders.items():
         bind(name, widget)
-    box = widgets.VBox(list(sliders.values()))
+    shown = list(sliders.values())
+    if "style" in sliders:
+        shown.insert(shown.index(sliders["style"]) + 1, named)
+    box = widgets.VBox(shown)
     box.sliders = sliders  # type: ignore[attr-defined]
     return box
 

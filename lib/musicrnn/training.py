@@ -880,6 +880,9 @@ def train(
 
         corpus = load_corpus(dataset, data_dir=data_dir, max_files=max_files)
     config, labels = corpus_styles(config, corpus)
+    if labels is not None and progress:
+        for line in style_coverage(config, corpus, labels):
+            print(line)
     train_data = make_dataset(corpus, "train", config, styles=labels)
     val_data = make_dataset(corpus, "validation", config, max_windows=validation_windows,
                             styles=labels)
@@ -1082,6 +1085,25 @@ def corpus_styles(config: ModelConfig, corpus: NoteCorpus
         config = config.replace(styles=list(style_vocabulary(corpus, config.condition,
                                                              config.max_styles)))
     return config, piece_styles(corpus, config.condition, config.styles)
+
+
+def style_coverage(config: ModelConfig, corpus: NoteCorpus, labels: np.ndarray) -> list[str]:
+    """One line per style: its training pieces and how many hold a window (``seq_length + 1``
+    notes); a note when a style loses more than half of them (folk songs are short)."""
+    train = corpus.indices("train")
+    long_enough = corpus.lengths()[train] >= config.seq_length + 1
+    lines = []
+    for index, name in enumerate(("none", *config.styles)):
+        mine = labels[train] == index
+        if not mine.any():
+            continue
+        kept = int((mine & long_enough).sum())
+        line = f"  style {name}: {kept} of {int(mine.sum())} training pieces hold a window"
+        if kept < mine.sum() / 2:
+            line += (f" -- most are shorter than {config.seq_length + 1} notes; a shorter "
+                     "seq_length (--set seq_length=N) trains on more of them")
+        lines.append(line)
+    return lines
 
 
 def _build_from_local_batch(model, strategy: Any, data: WindowDataset) -> None:
