@@ -267,3 +267,18 @@ def test_scores_with_the_true_the_none_and_a_wrong_label(conditioned_run):
     assert set(report["style_accuracy_by_guidance"]) == {"1", "2"}
     assert report["best_guidance"] in (1.0, 2.0)
     assert 0.0 <= report["style_accuracy_generated"] <= 1.0
+
+
+def test_evaluate_reports_the_labels_and_the_style_accuracy(conditioned_run, capsys):
+    run_dir = conditioned_run["run_dir"]
+    status, out, err = _cli(capsys, "evaluate", "--run-dir", run_dir, "--data-dir",
+                            conditioned_run["data_dir"], "--temperatures", "1.0",
+                            "--num-samples", "4", "--num-notes", "24", "--max-positions", "300",
+                            "--split", "validation")
+    assert status == 0, err
+    assert "styles (dataset): NLL per note with the true label" in out
+    metrics = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
+    for key in ("style_accuracy_real", "style_accuracy_generated",
+                "style_accuracy_generated_best", "nll_true_label", "nll_none_label",
+                "nll_wrong_label"):
+        assert key in metrics and metrics[key] is not None, key

@@ -162,6 +162,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
           f"{m['best_ngram_pitch_nll']:.3f}); top-1 {m['top1_accuracy']:.1%}")
     print(f"best temperature {m['best_temperature']:g}: overlapping area {m['overlap_area']:.3f} "
           f"(real music reaches {m['reference_overlap_area']:.3f})")
+    if "nll_true_label" in m:
+        print(f"styles ({m['condition']}): NLL per note with the true label "
+              f"{m['nll_true_label']:.3f}, none {m['nll_none_label']:.3f}, a wrong one "
+              f"{m['nll_wrong_label']:.3f}; style accuracy of real excerpts "
+              f"{m['style_accuracy_real']:.1%}, of generated pieces "
+              f"{m['style_accuracy_generated']:.1%} (guidance 1), "
+              f"{m['style_accuracy_generated_best']:.1%} (guidance {m['best_guidance']:g})")
     print(f"wrote {m['run_dir']}/evaluation/ (metrics.json, tables, plots)")
     return 0
 
