@@ -53,6 +53,6 @@ def test_notebooks_03_to_06_build_train_generate_and_evaluate_a_transformer(chor
     for kind in ("true", "none", "wrong"):
         assert math.isfinite(metrics[f"nll_{kind}_label"])
     assert metrics["style_accuracy_real"] >= 0.9  # chorales and folk songs are easy to tell
-    assert set(metrics["style_accuracy_by_guidance"]) == {"1", "2", "3"}
+    assert {"1", "2", "3"} <= set(metrics["style_accuracy_by_guidance"])
     evaluated = text_outputs(nbformat.read(run_dir / "notebooks" / "06_evaluate.ipynb", 4))
     assert "conditioned on dataset: bach-chorales, essen-folksongs" in evaluated

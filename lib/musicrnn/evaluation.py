@@ -911,14 +911,15 @@ def repeat_last_scores(pieces: Sequence[np.ndarray] | Any, min_position: int = 1
 
 
 def continuation_segments(pieces: Sequence[np.ndarray] | Any, primer_length: int, num_notes: int,
-                          num_samples: int, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+                          num_samples: int, seed: int = 0, return_pieces: bool = False):
     """``num_samples`` (primer, true continuation) pairs cut from held-out pieces.
 
     Each pair is ``primer_length + num_notes`` consecutive notes of one piece, drawn uniformly
     over every such span of every long-enough piece (without repeats while there are enough).
     Returns ``(primers (S, primer_length, c) float32, continuations [S x (num_notes, c)])``
     with the pieces' ``c`` columns (3, or 4 with velocity);
-    the continuations are the reference the generated music is compared with.
+    the continuations are the reference the generated music is compared with. With
+    ``return_pieces`` a third item: the index of the piece each pair was cut from.
     """
     pieces = as_pieces(pieces)
     span = int(primer_length) + int(num_notes)
@@ -935,13 +936,16 @@ def continuation_segments(pieces: Sequence[np.ndarray] | Any, primer_length: int
     rng = np.random.default_rng(seed)
     picks = rng.choice(total, size=int(num_samples), replace=total < num_samples)
     bounds = np.cumsum(starts_per_piece)
-    primers, continuations = [], []
+    primers, continuations, sources = [], [], []
     for pick in np.sort(picks):
         i = int(np.searchsorted(bounds, pick, side="right"))
         start = int(pick - (bounds[i - 1] if i else 0))
         segment = pieces[i][start:start + span]
         primers.append(segment[:primer_length])
         continuations.append(segment[primer_length:])
+        sources.append(i)
+    if return_pieces:
+        return np.stack(primers).astype(np.float32), continuations, np.asarray(sources)
     return np.stack(primers).astype(np.float32), continuations
 
 
@@ -1202,7 +1206,8 @@ def evaluate_model(model: Any, corpus: Any, *, seq_length: int, config: Any = No
        head's classes and the sum of those (``unigram_note_nll``, ``markov1_note_nll``).
     2. A temperature sweep: ``num_samples`` primers of ``seq_length`` held-out notes, continued
        for ``num_notes`` notes at each temperature (and beyond the grid while the best is at its
-       edge, at most ``max_extensions`` more), compared with the true continuations; the same
+       edge, at most ``max_extensions`` more; a conditioned model plays each in the style of
+       the piece its primer comes from), compared with the true continuations; the same
        comparison of continuations cut from *training* pieces gives the overlap real music
        reaches (``reference_overlap_area``), the ceiling for a perfect model at this sample size.
 
@@ -1254,10 +1259,13 @@ def evaluate_model(model: Any, corpus: Any, *, seq_length: int, config: Any = No
     scores = _scores_frame(rows)
     scoring_seconds = time.perf_counter() - t0
 
-    primers, reference = continuation_segments(held_out, seq_length, num_notes, num_samples, seed)
+    primers, reference, sources = continuation_segments(held_out, seq_length, num_notes,
+                                                        num_samples, seed, return_pieces=True)
     _, real = continuation_segments(train, seq_length, num_notes, len(reference), seed + 1)
     real_table = compare_statistics(real, reference)
     options = {"config": config} if config is not None else {}
+    if labels is not None:  # each continuation played in the style of the piece it is cut from
+        options["style"] = [int(label) for label in labels[sources]]
     options.update(sampler_options or {})
     sweep, comparisons, generated = temperature_sweep(
         model, primers, reference, temperatures, seed=seed, progress=progress,
@@ -1374,7 +1382,7 @@ def style_report(model: Any, corpus: Any, config: Any, *, split: str, seq_length
                  temperature: float = 1.0, guidances: Sequence[float] = GUIDANCES,
                  num_samples: int = 64, num_notes: int = 100, seed: int = 0,
                  min_position: int | None = None, max_positions: int | None = None,
-                 progress: bool = False) -> dict[str, Any]:
+                 progress: bool = False, max_guidance_extensions: int = 2) -> dict[str, Any]:
     """What conditioning does for a model trained with labels (``config.condition``).
 
     * Prediction: held-out NLL per note (``note_nll`` when every head has one, else the pitch
@@ -1388,7 +1396,9 @@ def style_report(model: Any, corpus: Any, config: Any, *, split: str, seq_length
       ``style_accuracy_real_pieces``) and pieces generated in each style at ``temperature`` from ``num_samples``
       held-out primers of every style alike (the primer's own style does not decide), at
       each of ``guidances``: ``style_accuracy_by_guidance``, ``style_accuracy_generated`` (at
-      guidance 1) and ``style_accuracy_generated_best`` (at ``best_guidance``).
+      guidance 1) and ``style_accuracy_generated_best`` (at ``best_guidance``). While the best
+      guidance is the highest tried, the grid goes one step further (at most
+      ``max_guidance_extensions`` steps), so that "best" is not just the edge of the grid.
     """
     from .styles import StyleClassifier, piece_styles
 
@@ -1417,26 +1427,38 @@ def style_report(model: Any, corpus: Any, config: Any, *, split: str, seq_length
     out["style_accuracy_real"] = (classifier.accuracy(excerpts, excerpt_labels)
                                   if len(excerpts) else out["style_accuracy_real_pieces"])
     primers, _ = continuation_segments(held_out, seq_length, num_notes, num_samples, seed)
-    by_guidance: dict[str, float] = {}
-    per_style: dict[str, dict[str, float]] = {}
     options = {"config": config}
-    steps = [(g, i) for g in guidances for i in range(1, len(styles) + 1)]
-    hits: dict[float, list[float]] = {}
-    for guidance, label in _progress(steps, progress, "styles x guidance"):
-        generated = generate_continuations(model, primers, num_notes, temperature, seed,
-                                           style=label, guidance=float(guidance), **options)
-        accuracy = classifier.accuracy(generated, np.full(len(generated), label))
-        hits.setdefault(float(guidance), []).append(accuracy)
-        per_style.setdefault(f"{float(guidance):g}", {})[styles[label - 1]] = accuracy
-    for guidance, values in hits.items():
-        by_guidance[f"{guidance:g}"] = float(np.mean(values))
-    best = max(hits, key=lambda g: (by_guidance[f"{g:g}"], -g))
+    per_style: dict[str, dict[str, float]] = {}
+
+    def accuracy_at(guidance: float) -> float:
+        """Mean over the styles of the share of pieces played in a style classified as it."""
+        shares = {}
+        for label in range(1, len(styles) + 1):
+            generated = generate_continuations(model, primers, num_notes, temperature, seed,
+                                               style=label, guidance=guidance, **options)
+            shares[styles[label - 1]] = classifier.accuracy(generated,
+                                                            np.full(len(generated), label))
+        per_style[f"{guidance:g}"] = shares
+        return float(np.mean(list(shares.values())))
+
+    asked = sorted({float(g) for g in guidances})
+    by_value = {g: accuracy_at(g) for g in _progress(asked, progress, "guidance")}
+    for _ in range(int(max_guidance_extensions)):  # never the edge of the grid: step past it
+        best = max(by_value, key=lambda g: (by_value[g], -g))
+        if best != max(by_value) or len(by_value) < 2:
+            break
+        ordered = sorted(by_value)
+        further = round(best + ordered[-1] - ordered[-2], 6)
+        by_value[further] = accuracy_at(further)
+    by_guidance = {f"{g:g}": by_value[g] for g in sorted(by_value)}
+    best = max(by_value, key=lambda g: (by_value[g], -g))
     out.update({
         "style_accuracy_by_guidance": by_guidance,
         "style_accuracy_by_style": per_style,
         "style_accuracy_generated": by_guidance.get("1", math.nan),
         "style_accuracy_generated_best": by_guidance[f"{best:g}"],
         "best_guidance": best,
+        "guidances_added": [g for g in sorted(by_value) if g not in asked],
         "style_temperature": float(temperature),
         "style_samples": int(len(primers)),
     })
