@@ -94,6 +94,8 @@ def test_a_batch_mixes_styles_and_a_style_changes_mid_piece(toy):
     for row, label in enumerate((0, 1, 2)):
         alone = Sampler(model, config=config, seed=3, style=label).prime(primer)
         assert np.allclose(mixed._heads[row], alone._heads[0], atol=1e-4)
+    mixed.set_style("bach-chorales", streams=[0])  # one stream switches, the others keep theirs
+    assert mixed.style_names() == ["bach-chorales", *STYLES]
     # a switch takes effect at the next note: the same notes fed after it as a fresh sampler
     # that read the primer in style 1 and the rest in style 2
     first = Sampler(model, config=config, seed=4, style=1).prime(primer)

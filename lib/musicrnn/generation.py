@@ -1472,8 +1472,9 @@ class Sampler:
         return names
 
     def set_style(self, style: Any, streams: Any = None) -> "Sampler":
-        """Change the style of every stream (or of the stream indices ``streams``) from the
-        next note on: a name, ``"none"``, a label index, or one per stream."""
+        """Change the style of every stream from the next note on: a name, ``"none"``, a label
+        index, or one per stream; with ``streams`` (stream indices) only those streams take
+        ``style`` (one style for them all)."""
         if not self.styles:
             self._resolve_mix(style)  # the error for a model without styles
             return self
