@@ -684,7 +684,11 @@ class StyleInput(keras.layers.Layer):
         self.num_styles = int(num_styles)
         self.dim = int(dim)
         self.mode = mode
-        self.table = keras.layers.Embedding(self.num_styles, self.dim, name="style_table")
+        # zeros: a new model reads every label alike, as an unconditioned one, and learns
+        # only the differences the data shows (random vectors cost a short composer run pitch
+        # NLL)
+        self.table = keras.layers.Embedding(self.num_styles, self.dim, name="style_table",
+                                            embeddings_initializer="zeros")
 
     def build(self, input_shape):
         self.table.build(tuple(input_shape[1]))
