@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", required=True)
     args = parser.parse_args(argv)
     try:
-        config = get_preset(args.preset, dropout=0.0, epochs=2, **dict(args.fields))
+        config = get_preset(args.preset, **{"dropout": 0.0, "epochs": 2, **dict(args.fields)})
         if args.context < 1 or args.min_position < args.context:
             raise MusicRNNError("--context must be >= 1 and --min-position >= --context")
         corpus = load_corpus(args.dataset, data_dir=args.data_dir, max_files=args.max_files)
