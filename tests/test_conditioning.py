@@ -76,6 +76,13 @@ def test_guidance_mixes_the_styled_and_the_none_logits(toy):
     guided = Sampler(model, config=config, seed=0, style="Essen-Folksongs", guidance=2.5)
     expected = heads[0] + 2.5 * (heads[2] - heads[0])
     assert np.allclose(guided.prime(primer)._heads, expected, atol=1e-4)
+    # one guidance per stream: each stream mixes its own
+    per_stream = Sampler(model, config=config, seed=0, batch_size=2, style=2,
+                         guidance=[1.0, 2.5]).prime(primer)
+    assert np.allclose(per_stream._heads[0], heads[2][0], atol=1e-4)
+    assert np.allclose(per_stream._heads[1], expected[0], atol=1e-4)
+    with pytest.raises(MusicRNNError, match="one per stream"):
+        Sampler(model, config=config, batch_size=2, style=2, guidance=[1.0])
     # guidance 0 is the unconditioned model; guidance 1 with twins is plain conditioning
     none = Sampler(model, config=config, seed=0, style=2, guidance=0.0).prime(primer)
     assert np.allclose(none._heads, heads[0], atol=1e-5)

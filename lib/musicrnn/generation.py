@@ -1325,8 +1325,8 @@ class Sampler:
             or None (no style: what label dropout trained), a label index, or one of those per
             stream (a batch can mix styles). :meth:`set_style` changes it between two notes;
             :meth:`morph` mixes two styles' vectors.
-        guidance: classifier-free guidance: every categorical head's logits become ``none + g
-            x (style - none)``, the "none" label's logits read from a twin of every stream that
+        guidance: classifier-free guidance (one for every stream, or one per stream): every
+            categorical head's logits become ``none + g x (style - none)``, the "none" label's logits read from a twin of every stream that
             sees the same notes with label 0. 1 (the default): plain conditioning (no twin);
             above 1: a stronger style; 0: unconditioned. A regression head keeps the styled
             stream's value.
@@ -1400,11 +1400,11 @@ class Sampler:
         if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
             raise MusicRNNError(f"workers must be a whole number >= 1 or 'auto', got {workers!r}")
         self.workers = int(workers)
-        self.guidance = check_guidance(guidance)
+        self.guidance = self._check_guidances(guidance)
         self.styles = model_styles(self.config, self.net)  # ("none", *config.styles) or ()
         self._style_mix = self._resolve_mix(style)  # (batch, labels) or None
         # streams the network steps: every stream, and its "none" twin when guided
-        self._guided = bool(self.styles) and (self.guidance != 1.0 or bool(twins))
+        self._guided = bool(self.styles) and (self._any_guidance() or bool(twins))
         self._rows = self.batch_size * (2 if self._guided else 1)
         self._lanes = 0
         self._state: _State | None = None
@@ -1432,10 +1432,24 @@ class Sampler:
             + self._describe_style()
         )
 
+    def _check_guidances(self, guidance: Any) -> "float | np.ndarray":
+        """One guidance for every stream (a float), or one per stream (an array)."""
+        if isinstance(guidance, (list, tuple, np.ndarray)):
+            if len(guidance) != self.batch_size:
+                raise MusicRNNError(f"give one guidance, or one per stream ({self.batch_size}), "
+                                    f"got {len(guidance)}")
+            return np.array([check_guidance(g) for g in guidance], dtype=np.float32)
+        return check_guidance(guidance)
+
+    def _any_guidance(self) -> bool:
+        return bool(np.any(np.asarray(self.guidance) != 1.0))
+
     def _describe_style(self) -> str:
         if not self.styles:
             return ""
-        guided = f", guidance {self.guidance:g}" if self._guided else ""
+        values = sorted({float(g) for g in np.atleast_1d(self.guidance)})
+        guided = (f", guidance {', '.join(f'{g:g}' for g in values)}" if self._guided
+                  else "")
         names = self.style_names()
         shown = names[0] if len(set(names)) == 1 else ", ".join(names)
         return f" Style: {shown}{guided}."
@@ -1507,8 +1521,8 @@ class Sampler:
         """Change the guidance from the next note on. Guidance other than 1 reads each
         stream's "none" twin: a sampler made without twins (guidance 1, ``twins=False``) gets
         them here, before it is primed, and refuses after (prime it again)."""
-        guidance = check_guidance(guidance)
-        if self.styles and guidance != 1.0 and not self._guided:
+        guidance = self._check_guidances(guidance)
+        if self.styles and np.any(np.asarray(guidance) != 1.0) and not self._guided:
             if self._count:
                 raise MusicRNNError("this sampler was primed without guidance; make it with "
                                     "guidance= or twins=True, or prime it again after "
@@ -1536,10 +1550,11 @@ class Sampler:
         if not self._guided:
             return heads
         batch = self.batch_size
-        if self.guidance == 1.0:
+        if not self._any_guidance():
             return heads[:batch]
         styled, none = heads[:batch], heads[batch:]
-        out = none + self.guidance * (styled - none)
+        guidance = np.asarray(self.guidance, dtype=np.float32)
+        out = none + (guidance[:, None] if guidance.ndim else guidance) * (styled - none)
         if self.net.timing_width == 1:  # regressed step and duration: the styled values
             out[:, N_PITCHES: N_PITCHES + 2] = styled[:, N_PITCHES: N_PITCHES + 2]
         return out
