@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     figures = {"split": split, "steps": result.steps,
                "target_notes_per_s": round(result.target_notes_per_second),
-               "pitch_nll": round(scores.pitch_nll, 4), "note_nll": round(scores.note_nll, 4),
+               "pitch_nll": round(scores.pitch_nll, 4),
+               "pitch_nll_marginal": round(scores.pitch_nll_marginal, 4),
+               "step_nll": round(scores.step_nll, 4), "note_nll": round(scores.note_nll, 4),
                "wall_s": round(time.perf_counter() - started)}
     print("RESULT " + " ".join(f"{k}={v}" for k, v in figures.items()))
     return 0

@@ -120,7 +120,7 @@ def test_a_batch_mixes_styles_and_a_style_changes_mid_piece(toy):
     # a morph half-way is the mean of the two vectors
     morph = Sampler(model, config=config, seed=5, style=1)
     morph.morph("bach-chorales", "essen-folksongs", 0.5)
-    assert morph.style_names() == ["bach-chorales 0.50~essen-folksongs 0.50"]
+    assert morph.style_names() == ["50% bach-chorales, 50% essen-folksongs"]
     assert morph.prime(primer).sample(4).shape[:2] == (1, 4)
 
 
@@ -175,7 +175,7 @@ def test_the_live_style_control_switches_and_morphs(toy):
     source(controls.set(style=2.0))
     assert sampler.style_names() == ["essen-folksongs"]
     source(controls.set(style=1.25, guidance=3.0))
-    assert sampler.style_names() == ["bach-chorales 0.75~essen-folksongs 0.25"]
+    assert sampler.style_names() == ["75% bach-chorales, 25% essen-folksongs"]
     assert sampler.guidance == 3.0
     with pytest.raises(MusicRNNError, match="guidance must be >= 0"):
         controls.set(guidance=-1)

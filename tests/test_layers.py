@@ -2,8 +2,9 @@
 functions) points down the house plan's table, never up, and nothing imports in a circle.
 
 The order is written here and checked against the README's list of modules and, when that file
-is there, against ``../shared/DESIGN.md``'s table (which may lack modules added after it). Modules in one row (``errors``/``paths``, ``runner``/``cli``) may import each other as long
-as no cycle forms.
+is there, against ``../shared/DESIGN.md``'s table (which may lack modules added after it).
+Modules in one row (``errors``/``paths``, ``runner``/``cli``) may import each other as long as
+no cycle forms.
 """
 
 from __future__ import annotations

@@ -294,3 +294,15 @@ def test_classifier_refuses_bad_input(mixture):
         fitted.classify([np.array([[60.5, 0.0, 0.5]])])
     with pytest.raises(MusicRNNError, match="one label per piece"):
         fitted.accuracy([mixture.features(0)], [1, 2])
+
+
+def test_a_mix_is_named_by_its_shares_in_the_sampler_and_the_live_panel():
+    from musicrnn.live import style_mix_name
+    from musicrnn.styles import mix_name
+
+    names = ("none", "bach-chorales", "essen-folksongs")
+    assert mix_name(names, [0, 1, 0]) == "bach-chorales"
+    assert mix_name(names, [0, 0.7, 0.3]) == "70% bach-chorales, 30% essen-folksongs"
+    assert style_mix_name(names, 1.3) == "70% bach-chorales, 30% essen-folksongs"
+    assert style_mix_name(names, 2.0) == "essen-folksongs"
+    assert style_mix_name(names, 9.0) == "essen-folksongs"  # clamped to the last style

@@ -42,10 +42,11 @@ import numpy as np
 from .errors import MusicRNNError
 from .notes import read_notes_npy, validate_notes  # noqa: F401  (part of this module's interface)
 from .sequences import match_features, piece_features
-from .styles import style_index
+from .styles import mix_name, style_index, style_labels
 from .timing import (
-    DEFAULT_VELOCITY, TIME_BINS, class_velocity, sample_time_classes, sample_velocity_classes,
-    time_class_probabilities, timing_point, velocity_values,
+    DEFAULT_VELOCITY, TIME_BINS, class_velocity, marginal_pitch_logits, pitch_given_step_logits,
+    sample_time_classes, sample_velocity_classes, step_group_of, time_class_probabilities,
+    timing_point, velocity_values,
 )
 
 N_PITCHES = 128
@@ -214,6 +215,12 @@ class _NetHeads:
 
     timing_width: int
     velocity_bins: int
+    pitch_width: int = N_PITCHES  # pitch logits: 128, or 128 per step group (pitch_given_step)
+
+    @property
+    def pitch_groups(self) -> int:
+        """Step groups of a model whose pitch is drawn after the step (0: pitch first)."""
+        return self.pitch_width // N_PITCHES if self.pitch_width > N_PITCHES else 0
 
     @property
     def categorical_timing(self) -> bool:
@@ -270,17 +277,20 @@ class NoteRNN(_NetHeads):
 
     def __init__(self, layers: list[_LSTMLayer], heads: np.ndarray,
                  pitch_table: np.ndarray | None, timing_width: int | None = None,
-                 velocity_bins: int = 0, features: int = 3, style_tables: tuple = ()):
+                 velocity_bins: int = 0, features: int = 3, style_tables: tuple = (),
+                 pitch_width: int = N_PITCHES):
         self.layers = layers
+        self.pitch_width = int(pitch_width)
         # a conditioned model's labels times the first kernel, (labels, 4 * units_1), in the
         # tanh and the exp layouts; () without labels
         self.style_tables = tuple(style_tables)
-        # (top units + 1, 128 + 2 w + v): [h, 1] -> pitch logits, step, duration, velocity logits
+        # (top units + 1, p + 2 w + v): [h, 1] -> pitch logits (p: 128, or 128 per step group),
+        # step, duration, velocity logits
         self.heads = heads
         self.velocity_bins = int(velocity_bins)  # classes of the velocity head (0: none)
         # units of each timing head: 1 (a regressed value) or TIME_BINS (time-class logits)
         self.timing_width = int(timing_width) if timing_width is not None else (
-            (heads.shape[1] - N_PITCHES - self.velocity_bins) // 2)
+            (heads.shape[1] - self.pitch_width - self.velocity_bins) // 2)
         self.features = int(features)  # columns per note read: 3, or 4 with velocity
         # for embedding inputs: the embedding times the first kernel, (128, 4 * units_1), in the
         # tanh and the exp layouts; else None
@@ -377,8 +387,9 @@ class NoteRNN(_NetHeads):
             bias = (np.asarray(dense.bias.numpy(), dtype=np.float32) if dense.use_bias
                     else np.zeros(kernel.shape[1], np.float32))
             act_name, _ = _numpy_activation(dense.activation)
-            if name == "pitch":
-                width = N_PITCHES
+            if name == "pitch":  # 128 logits, or 128 per step group
+                width = (kernel.shape[1] if kernel.shape[1] % N_PITCHES == 0
+                         and kernel.shape[1] > N_PITCHES else N_PITCHES)
             elif name == "step":  # one regressed value, or time-class logits
                 width = kernel.shape[1] if kernel.shape[1] in (1, TIME_BINS) else 1
             elif name == "duration":  # the duration head has the step head's kind
@@ -397,7 +408,7 @@ class NoteRNN(_NetHeads):
         velocity_bins = head_weights[3].shape[1] if len(head_weights) > 3 else 0
         net = cls(layers, np.ascontiguousarray(np.concatenate(head_weights, axis=1)), pitch_table,
                   timing_width=timing_width, velocity_bins=velocity_bins, features=features,
-                  style_tables=style_tables)
+                  style_tables=style_tables, pitch_width=head_weights[0].shape[1])
         net.return_sequences_top = bool(getattr(chain[-1], "return_sequences", True))
         return net
 
@@ -674,14 +685,16 @@ class NoteTransformer(_NetHeads):
     def __init__(self, embedding: list[np.ndarray], layers: list[_AttentionLayer],
                  heads: np.ndarray, *, num_heads: int, capacity: int, final_epsilon: float,
                  timing_width: int, velocity_bins: int, features: int,
-                 rotary_base: float = 10000.0, style_tables: tuple = ()):
+                 rotary_base: float = 10000.0, style_tables: tuple = (),
+                 pitch_width: int = N_PITCHES):
         from .model import rotary_frequencies, velocity_edges
         from .timing import TIME_EDGES
 
         self.embedding = embedding  # pitch, step-class, duration-class[, velocity-class] tables
         self.style_tables = tuple(style_tables)  # (labels, d): each label's vector, or ()
         self.layers = layers
-        self.heads = heads  # (d + 1, 128 + 2 w + v): [normalised x, 1] -> every head
+        self.heads = heads  # (d + 1, p + 2 w + v): [normalised x, 1] -> every head
+        self.pitch_width = int(pitch_width)  # 128, or 128 per step group
         self.model_dim = int(heads.shape[0] - 1)
         self.num_heads = int(num_heads)
         self.head_dim = self.model_dim // self.num_heads
@@ -752,7 +765,7 @@ class NoteTransformer(_NetHeads):
                    final_epsilon=float(final.epsilon), timing_width=kernels[1].shape[1],
                    velocity_bins=kernels[3].shape[1] if len(kernels) > 3 else 0,
                    features=4 if len(kernels) > 3 else 3, rotary_base=ROTARY_BASE,
-                   style_tables=style_tables)
+                   style_tables=style_tables, pitch_width=kernels[0].shape[1])
 
     def new_state(self, batch: int, blocks: int = 1) -> _AttentionState:
         """An empty cache for ``batch`` streams, cut into ``blocks`` of rows that are stepped
@@ -1195,7 +1208,7 @@ def model_styles(config: Any, net: Any = None) -> tuple[str, ...]:
         return ()
     if count and len(names) != count - 1:
         names = tuple(f"style_{i}" for i in range(1, count))
-    return ("none", *names) if names else ()
+    return style_labels(names) if names else ()
 
 
 def check_temperature(temperature: float, what: str = "temperature") -> float:
@@ -1470,20 +1483,13 @@ class Sampler:
             labels = [style_index(self.styles, one) for one in style]
         else:
             labels = [style_index(self.styles, style)] * self.batch_size
-        return np.eye(len(self.styles), dtype=np.float32)[labels]
+        return self.net.style_mix(np.asarray(labels), self.batch_size)
 
     def style_names(self) -> list[str]:
-        """Each stream's style now (``a~b 0.3`` while morphing)."""
+        """Each stream's style now (``"70% a, 30% b"`` while morphing)."""
         if self._style_mix is None:
             return ["none"] * self.batch_size
-        names = []
-        for row in self._style_mix:
-            used = np.flatnonzero(row > 1e-6)
-            if len(used) == 1:
-                names.append(self.styles[int(used[0])])
-            else:
-                names.append("~".join(f"{self.styles[int(i)]} {row[i]:.2f}" for i in used))
-        return names
+        return [mix_name(self.styles, row) for row in self._style_mix]
 
     def set_style(self, style: Any, streams: Any = None) -> "Sampler":
         """Change the style of every stream from the next note on: a name, ``"none"``, a label
@@ -1556,7 +1562,8 @@ class Sampler:
         guidance = np.asarray(self.guidance, dtype=np.float32)
         out = none + (guidance[:, None] if guidance.ndim else guidance) * (styled - none)
         if self.net.timing_width == 1:  # regressed step and duration: the styled values
-            out[:, N_PITCHES: N_PITCHES + 2] = styled[:, N_PITCHES: N_PITCHES + 2]
+            p = self.net.pitch_width
+            out[:, p: p + 2] = styled[:, p: p + 2]
         return out
 
     # -- the state and its lanes ----------------------------------------------------------------
@@ -1675,11 +1682,12 @@ class Sampler:
         velocity classes at ``velocity_temperature`` (default: the sampler's), and ``velocity``
         ``(batch,)``, the velocity of their median class."""
         heads = self._require_primed()
-        width = self.net.timing_width
-        step = heads[:, N_PITCHES: N_PITCHES + width]
-        duration = heads[:, N_PITCHES + width: N_PITCHES + 2 * width]
-        out = {
-            "pitch": pitch_distribution(heads[:, :N_PITCHES], temperature, top_k, top_p),
+        width, p = self.net.timing_width, self.net.pitch_width
+        step = heads[:, p: p + width]
+        duration = heads[:, p + width: p + 2 * width]
+        out = {  # a pitch drawn after the step: its distribution with the step summed out
+            "pitch": pitch_distribution(marginal_pitch_logits(heads[:, :p], step), temperature,
+                                        top_k, top_p),
             "step": timing_point(step)[:, 0].copy(),
             "duration": timing_point(duration)[:, 0].copy(),
         }
@@ -1688,7 +1696,7 @@ class Sampler:
             out["duration_probs"] = time_class_probabilities(duration)
         if self.net.velocity:
             inverse = 1.0 / self._velocity_temperature(velocity_temperature)
-            probs = time_class_probabilities(heads[:, N_PITCHES + 2 * width:] * inverse)
+            probs = time_class_probabilities(heads[:, p + 2 * width:] * inverse)
             median = np.minimum((np.cumsum(probs, axis=-1) < 0.5).sum(axis=-1),
                                 self.net.velocity_bins - 1)
             out["velocity_probs"] = probs
@@ -1742,8 +1750,9 @@ class Sampler:
         inverse_temperature = 1.0 / temperature
         rng = self.rng
         noise = self.timing_noise
-        width = self.net.timing_width
-        timing_end = N_PITCHES + 2 * width  # the velocity logits follow
+        width, p = self.net.timing_width, self.net.pitch_width
+        groups = self.net.pitch_groups  # the pitch drawn after the step, from its group's logits
+        timing_end = p + 2 * width  # the velocity logits follow
         bins = self.net.velocity_bins
         if bins:
             velocities = velocity_values(bins).astype(np.float32)
@@ -1756,22 +1765,25 @@ class Sampler:
         with np.errstate(over="ignore"), blas_threads(self.threads):
             for t in steps:
                 heads = self._heads
-                weights = _pitch_weights(heads[:, :N_PITCHES], inverse_temperature, top_k, top_p)
+                note = out[:, t]
+                pitch_draw = rng.random(batch, dtype=np.float32)
+                if width == 1:
+                    note[:, 1:3] = heads[:, p: timing_end]
+                else:  # step and duration classes of every stream in one draw
+                    times = sample_time_classes(
+                        heads[:, p: timing_end].reshape(2 * batch, width),
+                        rng.random(2 * batch, dtype=np.float32))
+                    note[:, 1:3] = times.reshape(batch, 2)
+                logits = heads[:, :p] if not groups else pitch_given_step_logits(
+                    heads[:, :p], step_group_of(note[:, 1], groups))
+                weights = _pitch_weights(logits, inverse_temperature, top_k, top_p)
                 cumulative = np.cumsum(weights, axis=1)
-                draw = rng.random(batch, dtype=np.float32) * cumulative[:, -1]
+                draw = pitch_draw * cumulative[:, -1]
                 if batch == 1:
                     pitch = np.searchsorted(cumulative[0], draw[0], side="right")
                 else:
                     pitch = (cumulative <= draw[:, None]).sum(axis=1)
-                note = out[:, t]
                 note[:, 0] = np.minimum(pitch, N_PITCHES - 1)
-                if width == 1:
-                    note[:, 1:3] = heads[:, N_PITCHES: timing_end]
-                else:  # step and duration classes of every stream in one draw
-                    times = sample_time_classes(
-                        heads[:, N_PITCHES: timing_end].reshape(2 * batch, width),
-                        rng.random(2 * batch, dtype=np.float32))
-                    note[:, 1:3] = times.reshape(batch, 2)
                 if bins:
                     classes = sample_velocity_classes(heads[:, timing_end:],
                                                       rng.random(batch, dtype=np.float32),
@@ -1834,11 +1846,16 @@ def tutorial_generate(model, primer, num_notes: int, temperature: float = 1.0,
     for i in range(num_notes):
         inputs = window[-seq_length:][None]
         predictions = model.predict(inputs, verbose=0)
-        logits = np.asarray(predictions["pitch"], dtype=np.float64).reshape(-1, N_PITCHES)[-1]
-        probs = np.exp((logits - logits.max()) / temperature)
-        pitch = rng.choice(N_PITCHES, p=probs / probs.sum())
+        logits = np.asarray(predictions["pitch"], dtype=np.float64)
+        logits = logits.reshape(-1, logits.shape[-1])[-1:]
         step, duration = (_tutorial_time(np.asarray(predictions[name]), rng)
                           for name in ("step", "duration"))
+        if logits.shape[-1] > N_PITCHES:  # the pitch follows the step: its group's logits
+            logits = pitch_given_step_logits(
+                logits, step_group_of([step], logits.shape[-1] // N_PITCHES))
+        logits = logits[0]
+        probs = np.exp((logits - logits.max()) / temperature)
+        pitch = rng.choice(N_PITCHES, p=probs / probs.sum())
         generated[i, :3] = (pitch, max(step, 0.0), max(duration, 0.0))
         if features == 4:
             velocity_logits = np.asarray(predictions["velocity"], dtype=np.float32)
@@ -2197,7 +2214,9 @@ def carried_vs_window(model, notes, window: int, *, every: int = 1, max_position
     windows = np.stack([notes[c - window: c] for c in positions])
     heads = np.concatenate([keras_heads(model, windows[i: i + 256])
                             for i in range(0, len(windows), 256)])
-    windowed = pitch_distribution(heads[:, :N_PITCHES])
+    net = sampler.net
+    windowed = pitch_distribution(marginal_pitch_logits(
+        heads[:, :net.pitch_width], heads[:, net.pitch_width: net.pitch_width + net.timing_width]))
     carried = np.asarray(carried)
     return pd.DataFrame({
         "context": positions,

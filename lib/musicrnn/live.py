@@ -616,12 +616,15 @@ class SamplerSource:
 def style_mix_name(styles: Sequence[str], value: float) -> str:
     """What the ``style`` control's ``value`` plays among ``styles`` (``("none", ...)``): one
     style at a whole number, ``"70% a, 30% b"`` between two."""
+    from .styles import mix_name
+
     value = min(max(float(value), 0.0), float(len(styles) - 1))
     low = int(math.floor(value))
-    share = value - low
-    if share < 1e-9:
-        return styles[low]
-    return f"{1 - share:.0%} {styles[low]}, {share:.0%} {styles[low + 1]}"
+    weights = np.zeros(len(styles))
+    weights[low] = 1.0 - (value - low)
+    if low + 1 < len(styles):
+        weights[low + 1] = value - low
+    return mix_name(styles, weights)
 
 
 def source_from_run(run_dir: str | os.PathLike, *, seed: int | None = None,

@@ -50,8 +50,8 @@ from .notes import read_notes_npy, validate_notes
 from .paths import atomic_path, atomic_write_text
 from .sequences import match_features
 from .timing import (
-    TIME_BINS, TIME_EDGES, TIMINGS, VELOCITIES, VELOCITY_BINS, VELOCITY_MAX, timing_width,
-    velocity_classes,
+    TIME_BINS, TIME_EDGES, TIMINGS, VELOCITIES, VELOCITY_BINS, VELOCITY_MAX, check_step_groups,
+    timing_width, velocity_classes,
 )
 
 N_PITCHES = 128
@@ -115,6 +115,10 @@ class ModelConfig:
     #                         velocity: original) or "categorical" (velocity read as a 4th input
     #                         column, predicted by a head over velocity_bins classes)
     velocity_bins: int = VELOCITY_BINS  # classes of the velocity head (timing.velocity_classes)
+    pitch_given_step: int = 0  # 0: pitch and step are drawn independently given the context
+    #                     (original); N (2-32, categorical timing): the step is drawn first and
+    #                     the pitch from one of N pitch readouts, the one of the step's group
+    #                     (timing.step_groups: struck with the note before, a few ms later, ...)
     # -- loss -----------------------------------------------------------------------------------
     pitch_loss_weight: float = 0.5  # weight of the pitch cross-entropy in the total loss
     step_loss_weight: float = 1.0  # weight of the step MSE (with positive pressure)
@@ -206,6 +210,14 @@ class ModelConfig:
             problems.append(f"velocity must be 'none' or 'categorical', got {self.velocity!r}")
         if not 2 <= self.velocity_bins <= VELOCITY_MAX:
             problems.append(f"velocity_bins must be 2-{VELOCITY_MAX}, got {self.velocity_bins}")
+        try:
+            check_step_groups(self.pitch_given_step)
+        except MusicRNNError as error:
+            problems.append(str(error))
+        else:
+            if self.pitch_given_step and self.timing != "categorical":
+                problems.append("pitch_given_step needs timing='categorical' (the step is drawn "
+                                "as a time class first)")
         names = ["pitch_loss_weight", "step_loss_weight", "duration_loss_weight",
                  "velocity_loss_weight"]
         for name in names:
@@ -328,6 +340,7 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "timing": ((str,), "a string"),
     "velocity": ((str,), "a string"),
     "velocity_bins": ((int,), "an integer"),
+    "pitch_given_step": ((int,), "an integer"),
     "velocity_loss_weight": ((int, float), "a number"),
     "pitch_embedding_dim": ((int,), "an integer"),
     "seq_length": ((int,), "an integer"),
@@ -506,7 +519,7 @@ ADDED_FIELDS: dict[str, Any] = {"velocity": "none", "velocity_bins": VELOCITY_BI
                                 "architecture": "lstm", "model_dim": 128, "attention_layers": 4,
                                 "attention_heads": 4, "ff_dim": 512, "attention_window": 0,
                                 "condition": "none", "styles": (), "max_styles": 8,
-                                "style_dim": 16, "label_dropout": 0.1}
+                                "style_dim": 16, "label_dropout": 0.1, "pitch_given_step": 0}
 
 # What the original notes ("Optimization Changes Summary") give as parameter counts.
 ORIGINAL_NOTES_PARAMS: dict[str, int] = {"baseline": 199_000, "v1": 199_000, "v2": 528_000}
@@ -846,6 +859,38 @@ def time_class_crossentropy(y_true, y_pred):
     return ops.sparse_categorical_crossentropy(classes, y_pred, from_logits=True)
 
 
+@keras.saving.register_keras_serializable(package="musicrnn")
+class PitchGivenStepCrossentropy(keras.losses.Loss):
+    """Cross-entropy of the true pitch under the pitch readout of the true step's group.
+
+    The predictions are ``groups`` readouts of 128 logits each, side by side; the target packs
+    the pitch and the group of the note's step as ``pitch + 128 * group``
+    (:class:`musicrnn.sequences.WindowDataset` with ``step_groups``), so each position is
+    scored on the readout the sampler uses once it has drawn that step.
+    """
+
+    def __init__(self, groups: int = 2, name: str = "pitch_given_step_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.groups = int(groups)
+
+    def call(self, y_true, y_pred):
+        packed = ops.reshape(ops.cast(y_true, "int32"), ops.shape(y_pred)[:-1])
+        group, pitch = packed // N_PITCHES, packed % N_PITCHES
+        shape = ops.shape(y_pred)
+        logits = ops.reshape(y_pred, (*shape[:-1], self.groups, N_PITCHES))
+        chosen = ops.sum(logits * ops.expand_dims(ops.one_hot(group, self.groups,
+                                                              dtype=y_pred.dtype), -1), axis=-2)
+        return ops.sparse_categorical_crossentropy(pitch, chosen, from_logits=True)
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
+
+
+def pitch_width(config: "ModelConfig") -> int:
+    """Units of the pitch head: 128, or 128 per step group (``pitch_given_step``)."""
+    return N_PITCHES * max(1, config.pitch_given_step)
+
+
 # The config each model of this process was built from (infer_config's starting point).
 _CONFIGS: "weakref.WeakKeyDictionary[keras.Model, ModelConfig]" = weakref.WeakKeyDictionary()
 
@@ -938,7 +983,7 @@ def build_model(config: ModelConfig, sequence_outputs: bool | None = None) -> ke
         x = _lstm_body(config, notes, bool(sequence_outputs), style)
     timing_units = timing_width(config.timing)
     outputs = {
-        "pitch": keras.layers.Dense(N_PITCHES, name="pitch", dtype="float32")(x),
+        "pitch": keras.layers.Dense(pitch_width(config), name="pitch", dtype="float32")(x),
         "step": keras.layers.Dense(timing_units, name="step", dtype="float32")(x),
         "duration": keras.layers.Dense(timing_units, name="duration", dtype="float32")(x),
     }
@@ -983,7 +1028,8 @@ def losses_for(config: ModelConfig) -> tuple[dict, dict]:
     timing_loss = (mse_with_positive_pressure if config.timing == "regression"
                    else time_class_crossentropy)
     loss = {
-        "pitch": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        "pitch": (PitchGivenStepCrossentropy(config.pitch_given_step) if config.pitch_given_step
+                  else keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
         "step": timing_loss,
         "duration": timing_loss,
     }
@@ -1087,7 +1133,7 @@ def param_breakdown(config: ModelConfig, input_dim: int | None = None) -> list[d
 def _head_rows(config: ModelConfig, width: int) -> list[dict[str, Any]]:
     """The breakdown rows of the dense heads reading ``width`` numbers."""
     timing_units = timing_width(config.timing)
-    heads = [("pitch", N_PITCHES), ("step", timing_units), ("duration", timing_units)]
+    heads = [("pitch", pitch_width(config)), ("step", timing_units), ("duration", timing_units)]
     if config.velocity != "none":
         heads.append((VELOCITY_HEAD, config.velocity_bins))
     return [{"layer": head, "formula": f"{units} x {width} + {units}",
@@ -1202,6 +1248,8 @@ def infer_config(model: keras.Model, base: ModelConfig | None = None) -> ModelCo
             f"model {model.name!r} has a step head of {step_units} units; this package's models "
             f"have 1 (regression) or {TIME_BINS} (categorical timing)")
     changes["timing"] = "regression" if step_units == 1 else "categorical"
+    pitch_units = int(model.get_layer("pitch").units)
+    changes["pitch_given_step"] = pitch_units // N_PITCHES if pitch_units > N_PITCHES else 0
     if VELOCITY_HEAD in names:
         changes.update(velocity="categorical",
                        velocity_bins=int(model.get_layer(VELOCITY_HEAD).units))

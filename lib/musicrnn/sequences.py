@@ -42,7 +42,8 @@ import numpy as np
 from .errors import MusicRNNError
 from .notes import FEATURES, SPLITS, NoteCorpus
 from .timing import (
-    DEFAULT_VELOCITY, VELOCITY_MAX, check_velocity_bins, velocity_classes,
+    DEFAULT_VELOCITY, VELOCITY_MAX, check_step_groups, check_velocity_bins, pitch_targets,
+    velocity_classes,
 )
 
 TARGET_MODES: tuple[str, ...] = ("last", "all")
@@ -98,6 +99,9 @@ class WindowDataset:
             labels)``, one label per window, the label of its piece. None: notes alone.
         label_dropout: the fraction of training windows whose label is replaced by 0 ("none"),
             drawn per window from the batch's random generator (training batches only).
+        step_groups: for a model whose pitch follows the step (``pitch_given_step``), the
+            number of step groups: each pitch target becomes ``pitch + 128 * group`` of its
+            note's step (:func:`musicrnn.timing.pitch_targets`). 0: the pitches.
     """
 
     def __init__(
@@ -117,6 +121,7 @@ class WindowDataset:
         velocity_bins: int | None = None,
         styles: np.ndarray | None = None,
         label_dropout: float = 0.0,
+        step_groups: int = 0,
     ) -> None:
         if split not in SPLITS:
             raise MusicRNNError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
@@ -147,6 +152,7 @@ class WindowDataset:
         if not 0.0 <= float(label_dropout) < 1.0:
             raise MusicRNNError(f"label_dropout must be in [0, 1), got {label_dropout}")
         self.label_dropout = float(label_dropout)
+        self.step_groups = check_step_groups(step_groups)
 
         pieces = corpus.indices(split)
         if len(pieces) == 0:
@@ -277,7 +283,7 @@ class WindowDataset:
             inputs = (inputs, style.astype(np.int32))
         labels = window[:, 1:] if self.targets == "all" else window[:, -1]
         targets = {
-            "pitch": labels[..., 0].astype(np.int32),
+            "pitch": pitch_targets(labels[..., 0], labels[..., 1], self.step_groups),
             "step": np.ascontiguousarray(labels[..., 1]),
             "duration": np.ascontiguousarray(labels[..., 2]),
         }
@@ -489,6 +495,7 @@ def make_dataset(
         styles=styles,
         label_dropout=getattr(config, "label_dropout", 0.0) if training and styles is not None
         else 0.0,
+        step_groups=getattr(config, "pitch_given_step", 0),
     )
 
 

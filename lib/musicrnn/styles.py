@@ -217,6 +217,16 @@ def style_labels(styles: Sequence[str]) -> tuple[str, ...]:
     return styles if styles[:1] == (NONE,) else (NONE, *styles)
 
 
+def mix_name(styles: Sequence[str], weights: Sequence[float]) -> str:
+    """What a mix of labels plays: the style's name when one label has all the weight, else
+    each label's share, ``"70% a, 30% b"`` (labels without weight left out)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    used = np.flatnonzero(weights > 1e-6)
+    if len(used) == 1:
+        return str(styles[int(used[0])])
+    return ", ".join(f"{weights[i]:.0%} {styles[int(i)]}" for i in used)
+
+
 def piece_styles(corpus, condition: str, styles: Sequence[str]) -> np.ndarray:
     """Each piece's label: an index into ``("none",) + styles``, ``(n_pieces,)`` int32.
 

@@ -93,6 +93,91 @@ def sample_time_classes(logits: np.ndarray, uniform: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
+# Pitch after step: the step groups
+# ---------------------------------------------------------------------------------------------
+# A model with ``pitch_given_step = N`` draws the step first and then the pitch from one of N
+# pitch readouts, the one of the step's group: whether a note is struck with the one before (a
+# chord tone, most likely above it), a few milliseconds after it (a rolled chord, a grace note)
+# or a beat later (the next melody note) says much about its pitch. Group 0 is time class 0 ("0
+# s"); the others are cut at log-spaced times from 10 ms to 320 ms (the range where MAESTRO's
+# steps change what comes next: on the validation pieces an interval model that also reads the
+# step's group of 8 scores 3.621 nats against 3.711 without, while finer cuts gain nothing).
+STEP_GROUPS_MAX = 32
+
+
+def check_step_groups(groups: Any) -> int:
+    """``groups`` as an int: 0 (pitch does not read the step) or 2 .. 32, or a clear error."""
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or not (
+            groups == 0 or 2 <= groups <= STEP_GROUPS_MAX):
+        raise MusicRNNError(f"pitch_given_step must be 0 (off) or a whole number of step groups "
+                            f"from 2 to {STEP_GROUPS_MAX}, got {groups!r}")
+    return int(groups)
+
+
+def step_group_edges(groups: int) -> np.ndarray:
+    """Where step groups 1 .. N - 1 begin, in seconds: :data:`TIME_ZERO` (the end of "0 s"),
+    then ``N - 2`` log-spaced times from 10 ms to 320 ms."""
+    groups = check_step_groups(groups)
+    if groups < 2:
+        return np.zeros(0, np.float32)
+    cuts = np.geomspace(0.01, 0.32, groups - 2) if groups > 2 else np.zeros(0)
+    return np.concatenate([[TIME_ZERO], cuts]).astype(np.float32)
+
+
+def step_groups(groups: int) -> np.ndarray:
+    """The step group of every time class, ``(TIME_BINS,)`` int64: how many of
+    :func:`step_group_edges` are at or below the time the class stands for."""
+    edges = step_group_edges(groups)
+    return np.searchsorted(edges, TIME_VALUES, side="right").astype(np.int64)
+
+
+def step_group_of(seconds: Any, groups: int) -> np.ndarray:
+    """The step group of each step in seconds (through its time class, as the sampler sees it)."""
+    return step_groups(groups)[time_classes(seconds)]
+
+
+def pitch_targets(pitch: Any, step: Any, groups: int) -> np.ndarray:
+    """The pitch targets of a model with ``pitch_given_step = groups``: ``pitch + 128 * group``
+    of each note's step, int32 (``groups`` 0: the pitches as they are). The loss
+    (:class:`musicrnn.model.PitchGivenStepCrossentropy`) unpacks them."""
+    pitch = np.asarray(pitch).astype(np.int32)
+    if not groups:
+        return pitch
+    return (pitch + 128 * step_group_of(step, groups)).astype(np.int32)
+
+
+def pitch_given_step_logits(pitch: np.ndarray, group: Any) -> np.ndarray:
+    """The pitch logits of each row's step group: ``pitch`` ``(rows, N * 128)`` (N readouts of
+    128, group by group), ``group`` ``(rows,)`` ints; returns ``(rows, 128)``. Logits 128
+    wide (a model without groups) come back as they are."""
+    pitch = np.asarray(pitch)
+    if pitch.shape[-1] == 128:
+        return pitch
+    rows = pitch.reshape(len(pitch), -1, 128)
+    return rows[np.arange(len(rows)), np.asarray(group, dtype=np.int64)]
+
+
+def marginal_pitch_logits(pitch: np.ndarray, step_logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities of the pitch with the step summed out: ``log sum_g P(group g) P(pitch |
+    g)`` per row, from ``pitch`` ``(rows, N * 128)`` and the step head's time-class logits
+    ``(rows, 128)``; float64 ``(rows, 128)``. Logits 128 wide come back as they are."""
+    pitch = np.asarray(pitch)
+    if pitch.shape[-1] == 128:
+        return pitch
+    groups = pitch.shape[-1] // 128
+    by_group = np.asarray(pitch, np.float64).reshape(len(pitch), groups, 128)
+    by_group = by_group - by_group.max(axis=2, keepdims=True)
+    by_group -= np.log(np.exp(by_group).sum(axis=2, keepdims=True))  # log P(pitch | g)
+    step = time_class_probabilities(step_logits)
+    group_probs = np.zeros((len(pitch), groups))
+    np.add.at(group_probs.T, step_groups(groups), step.T)  # P(g): its classes' probabilities
+    with np.errstate(divide="ignore"):
+        joint = by_group + np.log(group_probs)[:, :, None]
+    top = joint.max(axis=1, keepdims=True)
+    return (top + np.log(np.exp(joint - top).sum(axis=1, keepdims=True)))[:, 0]
+
+
+# ---------------------------------------------------------------------------------------------
 # Velocity classes
 # ---------------------------------------------------------------------------------------------
 

@@ -1289,8 +1289,20 @@ def _windowed_logits(model, pieces: list[np.ndarray], positions: list[np.ndarray
         x[: len(chunk)] = match_features(np.stack([pieces[i][t + offsets] for i, t in chunk]),
                                          width)
         logits = np.asarray(last.predict_on_batch(model_inputs(last, x))["pitch"], np.float32)
-        out.append(logits[: len(chunk)])
+        out.append(_given_true_step(logits[: len(chunk)],
+                                    np.array([pieces[i][t, 1] for i, t in chunk])))
     return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
+
+
+def _given_true_step(logits: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Pitch logits ``(n, 128)`` for targets whose steps are ``steps``: as they are, or, for a
+    model whose pitch follows the step (128 per step group), the readout of each true step's
+    group (what its training loss scores)."""
+    from .timing import pitch_given_step_logits, step_group_of
+
+    if logits.shape[-1] == 128:
+        return logits
+    return pitch_given_step_logits(logits, step_group_of(steps, logits.shape[-1] // 128))
 
 
 def _carried_logits(model, pieces: list[np.ndarray], positions: list[np.ndarray],
@@ -1316,7 +1328,7 @@ def _carried_logits(model, pieces: list[np.ndarray], positions: list[np.ndarray]
         logits = np.asarray(sequence.predict_on_batch(model_inputs(sequence, x))["pitch"],
                             dtype=np.float32)
         for r, k in enumerate(batch):
-            result[k] = logits[r, positions[k] - 1]
+            result[k] = _given_true_step(logits[r, positions[k] - 1], pieces[k][positions[k], 1])
         i = j
     return result  # type: ignore[return-value]
 
