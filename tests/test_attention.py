@@ -269,6 +269,25 @@ def test_long_pieces_are_scored_in_chunks_with_the_same_numbers(monkeypatch):
     assert chunked.pitch_nll == pytest.approx(whole.pitch_nll, abs=1e-5)
 
 
+def test_the_drift_check_reads_long_pieces_in_chunks_with_the_same_numbers():
+    """Notebook 04's drift check carries a transformer through whole pieces as its sampler plays
+    them. On all of MAESTRO one pass per batch of pieces needed more than 24 GB (attention over
+    thousands of positions at once) and the profile's kernel was killed; chunks of positions
+    give the same logits."""
+    from musicrnn import training
+
+    config = small(seq_length=8)
+    model = mm.build_model(config)
+    pieces = list(random_notes(np.random.default_rng(9), 3, 90, velocity=True))
+    positions = [np.arange(8, 90), np.arange(40, 90, 7), np.arange(10, 12)]
+    whole = training._carried_logits(model, pieces, positions)  # 90 positions: one pass each
+    chunked = training._carried_logits(model, pieces, positions, chunk=16)
+    for a, b in zip(whole, chunked):
+        assert a.shape == b.shape and np.allclose(a, b, atol=1e-5)
+    drift = training.state_drift(model, pieces, context=8, max_targets=None)
+    assert np.isfinite(drift.carried_nll) and drift.targets == 3 * 82
+
+
 def test_the_context_curve_reads_long_contexts_as_the_sampler_plays_them():
     """Past its training length a transformer is scored through its sliding window (what its
     sampler does after that many notes), not with full attention over notes it never saw."""

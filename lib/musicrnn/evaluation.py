@@ -519,29 +519,21 @@ CARRIED_CHUNK = 512  # positions per forward pass when a sliding-window model sc
 
 
 def _receptive_field(model: Any) -> int | None:
-    """How many notes before a position can change its outputs (None: all of them, as for an
-    LSTM's carried state or full attention)."""
-    from .model import _attention_blocks
+    """How many notes before a position can change its outputs (:func:`musicrnn.model.
+    receptive_field`)."""
+    from .model import receptive_field
 
-    blocks = _attention_blocks(model) if hasattr(model, "layers") else []
-    if not blocks or not all(block.window for block in blocks):
-        return None
-    return sum(block.window - 1 for block in blocks)
+    return receptive_field(model)
 
 
 def _predict_in_chunks(model: Any, x: np.ndarray, reach: int | None,
                        style: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The model's outputs at every position of ``x``: one pass, or (with a finite ``reach``)
     chunks of :data:`CARRIED_CHUNK` positions, each fed the ``reach`` notes before it."""
-    if reach is None or x.shape[1] <= CARRIED_CHUNK + reach:
-        return _heads(_call(model, x, style))
-    parts: dict[str, list[np.ndarray]] = {}
-    for begin in range(0, x.shape[1], CARRIED_CHUNK):
-        first = max(0, begin - reach)
-        out = _heads(_call(model, x[:, first:begin + CARRIED_CHUNK], style))
-        for key, value in out.items():
-            parts.setdefault(key, []).append(value[:, begin - first:])
-    return {key: np.concatenate(values, axis=1) for key, values in parts.items()}
+    from .model import predict_in_chunks
+
+    return predict_in_chunks(lambda part: _heads(_call(model, part, style)), x, reach,
+                             chunk=CARRIED_CHUNK)
 
 
 def score_carried(model: Any, pieces: Sequence[np.ndarray] | Any, *, name: str = "model",

@@ -1381,6 +1381,36 @@ def sliding_window_model(model: keras.Model, config: ModelConfig | None = None
     return transfer_weights(model, build_model(banded, sequence_outputs=True))
 
 
+CARRIED_CHUNK = 512  # positions per forward pass when a sliding-window model reads a piece
+
+
+def receptive_field(model: Any) -> int | None:
+    """How many notes before a position can change its outputs (None: all of them, as for an
+    LSTM's carried state or full attention)."""
+    blocks = _attention_blocks(model) if hasattr(model, "layers") else []
+    if not blocks or not all(block.window for block in blocks):
+        return None
+    return sum(block.window - 1 for block in blocks)
+
+
+def predict_in_chunks(predict: Any, x: np.ndarray, reach: int | None,
+                      chunk: int = CARRIED_CHUNK) -> dict[str, np.ndarray]:
+    """``predict(part)`` (a dict of ``(batch, time, ...)`` arrays) at every position of ``x``:
+    one call, or (with a finite ``reach``, a sliding-window transformer's
+    :func:`receptive_field`) calls of ``chunk`` positions, each fed the ``reach`` notes before
+    it -- the same numbers as one call, in memory that does not grow with the square of the
+    piece's length."""
+    if reach is None or x.shape[1] <= chunk + reach:
+        return predict(x)
+    parts: dict[str, list[np.ndarray]] = {}
+    for begin in range(0, x.shape[1], chunk):
+        first = max(0, begin - reach)
+        out = predict(x[:, first:begin + chunk])
+        for key, value in out.items():
+            parts.setdefault(key, []).append(np.asarray(value)[:, begin - first:])
+    return {key: np.concatenate(values, axis=1) for key, values in parts.items()}
+
+
 # ---------------------------------------------------------------------------------------------
 # Saving and loading models
 # ---------------------------------------------------------------------------------------------

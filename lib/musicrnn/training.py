@@ -53,7 +53,10 @@ from .model import (
     build_model, compile_model, get_preset, note_features, transfer_weights,
     with_sequence_outputs, write_run_files,
 )
-from .model import model_inputs, returns_sequences, sliding_window_model
+from .model import (
+    CARRIED_CHUNK, model_inputs, predict_in_chunks, receptive_field, returns_sequences,
+    sliding_window_model,
+)
 from .notes import NoteCorpus
 from .sequences import (
     WindowDataset, make_dataset, match_features, piece_features, seed_window,
@@ -1306,17 +1309,23 @@ def _given_true_step(logits: np.ndarray, steps: np.ndarray) -> np.ndarray:
 
 
 def _carried_logits(model, pieces: list[np.ndarray], positions: list[np.ndarray],
-                    max_batch_notes: int = 262_144) -> list[np.ndarray]:
+                    max_batch_notes: int = 262_144, chunk: int = CARRIED_CHUNK
+                    ) -> list[np.ndarray]:
     """Pitch logits for predicting note ``t`` of each piece from notes ``0..t-1`` (state carried);
     pieces run in length-sorted, end-padded batches (padding after a piece changes nothing
     before it)."""
     sequence = sliding_window_model(model) or _view(model, True)  # as the sampler plays
+    # a transformer reads long pieces in chunks (attention's memory grows with the square of
+    # the positions of one call), a few pieces at a time
+    reach = receptive_field(sequence)
+    most_pieces = len(pieces) if reach is None else 16
     order = np.argsort([len(p) for p in pieces])
     result: list[np.ndarray | None] = [None] * len(pieces)
     i = 0
     while i < len(order):
         j = i + 1
-        while j < len(order) and (j - i + 1) * len(pieces[order[j]]) <= max_batch_notes:
+        while j < len(order) and j - i < most_pieces and (
+                (j - i + 1) * len(pieces[order[j]]) <= max_batch_notes):
             j += 1
         batch = order[i:j]
         longest = max(len(pieces[k]) for k in batch)
@@ -1325,8 +1334,9 @@ def _carried_logits(model, pieces: list[np.ndarray], positions: list[np.ndarray]
         x = np.zeros((len(batch), padded, width), np.float32)
         for r, k in enumerate(batch):
             x[r, : len(pieces[k])] = match_features(pieces[k], width)
-        logits = np.asarray(sequence.predict_on_batch(model_inputs(sequence, x))["pitch"],
-                            dtype=np.float32)
+        logits = np.asarray(predict_in_chunks(
+            lambda part: {"pitch": np.asarray(sequence.predict_on_batch(
+                model_inputs(sequence, part))["pitch"], np.float32)}, x, reach, chunk)["pitch"])
         for r, k in enumerate(batch):
             result[k] = _given_true_step(logits[r, positions[k] - 1], pieces[k][positions[k], 1])
         i = j
