@@ -22,7 +22,9 @@ the LSTM (``guided_notes_per_s``), the transformer's shown beside it
 (``attention_guided_notes_per_s``). The last line reads
 ``RESULT single_notes_per_s=<n> single_vs_tutorial=<ratio> batch64_notes_per_s=<n>`` (the
 carried state), followed by the re-primed figures and ``attention_notes_per_s=<n>
-attention_batch64_notes_per_s=<n> guided_notes_per_s=<n> attention_guided_notes_per_s=<n>``.
+attention_batch64_notes_per_s=<n> guided_notes_per_s=<n> attention_guided_notes_per_s=<n>
+attention_after_step_notes_per_s=<n>`` (the attention preset with ``pitch_given_step=8``: the
+step drawn first, then the pitch from one of 8 readouts).
 
 Usage: ``python benchmarks/generate.py [--preset v2] [--attention-preset v6] [--quick]``
 """
@@ -167,12 +169,25 @@ def main() -> None:
           f"{attention_guided:.0f} ({args.attention_preset})")
     print(f"goal (>= 3,000 notes/s guided, {args.preset}): "
           f"{'met' if guided >= 3000 else 'NOT met'}")
+
+    def after_step_rate(config, notes: int) -> float:
+        grouped = config.replace(pitch_given_step=8)
+        keras.utils.set_random_seed(0)
+        sampler = Sampler(build_model(grouped), seed=0, config=grouped)
+        sampler.prime(primer)
+        sampler.sample(200)
+        return _rate(lambda: sampler.sample(notes), notes, label=f"after-step-{config.name}")
+
+    attention_after_step = after_step_rate(attention_config, single_notes // 2)
+    print(f"pitch after the step (8 groups), 1 stream: {attention_after_step:8.0f} notes/s "
+          f"({args.attention_preset}; {attention:.0f} with the pitch drawn first)")
     print(f"RESULT single_notes_per_s={single:.0f} single_vs_tutorial={single / tutorial:.0f} "
           f"batch64_notes_per_s={batch64:.0f} single_reprimed_notes_per_s={single_reprimed:.0f} "
           f"batch64_reprimed_notes_per_s={batch64_reprimed:.0f} "
           f"tutorial_notes_per_s={tutorial:.1f} attention_notes_per_s={attention:.0f} "
           f"attention_batch64_notes_per_s={attention64:.0f} guided_notes_per_s={guided:.0f} "
-          f"attention_guided_notes_per_s={attention_guided:.0f}")
+          f"attention_guided_notes_per_s={attention_guided:.0f} "
+          f"attention_after_step_notes_per_s={attention_after_step:.0f}")
 
 
 if __name__ == "__main__":

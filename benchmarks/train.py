@@ -166,6 +166,7 @@ def profile_config(path: Path, seed: int):
     preset = parameters_for(cfg, "03_build_model")["preset"]
     train_params = parameters_for(cfg, "04_train")
     changes = {k: train_params[k] for k in NOTEBOOK_04_FIELDS if train_params.get(k)}
+    changes.update(train_params.get("model_changes") or {})  # any other field, as notebook 04
     return resolve_config(preset, **changes, seed=seed)
 
 
@@ -233,7 +234,7 @@ def run_maestro_phase(args) -> dict:
         shutil.rmtree(run_dir, ignore_errors=True)
     per_window = config.seq_length if config.targets == "all" else 1
     return {**clock.result(config.batch_size, per_window), "peak_rss_gb": peak_rss_gb(),
-            "model": f"{config.name} LSTM {list(config.lstm_units)}",
+            "model": f"{config.name} ({config.describe_architecture()})",
             "batch_size": config.batch_size, "window_shift": config.window_shift,
             "targets": config.targets}
 
@@ -251,7 +252,7 @@ def maestro_main(args, raw: list[str]) -> int:
           flush=True)
     print(corpus.summary().to_string(), flush=True)
     print(f"ours: {profile.relative_to(ROOT) if profile.is_relative_to(ROOT) else profile} "
-          f"({config.name}, LSTM {list(config.lstm_units)}, targets {config.targets!r}, batch "
+          f"({config.name}, {config.describe_architecture()}, targets {config.targets!r}, batch "
           f"{config.batch_size}); original: v2, targets 'last', batch "
           f"{ORIGINAL_TRAINING['batch_size']}", flush=True)
     print(f"CPU cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}; each side "
