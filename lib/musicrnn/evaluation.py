@@ -192,18 +192,16 @@ class _Accumulator:
         step and duration outputs, velocity logits when the model has them) against the true
         notes ``true``; returns the pitch NLL per position."""
         from .timing import (
-            TIME_BINS, marginal_pitch_logits, pitch_given_step_logits, step_group_of, time_classes,
-            timing_point,
+            TIME_BINS, marginal_pitch_logits, pitch_given_steps, time_classes, timing_point,
         )
 
         pitch = np.asarray(heads["pitch"])
         target = true[:, 0].astype(np.int64)
         values: dict[str, Any] = {}
         if pitch.shape[-1] > N_PITCHES:  # the pitch reads the step: score it given the true one
-            groups = pitch.shape[-1] // N_PITCHES
             values["marginal_nll"] = class_nll(marginal_pitch_logits(pitch, heads["step"]),
                                                target)
-            pitch = pitch_given_step_logits(pitch, step_group_of(true[:, 1], groups))
+            pitch = pitch_given_steps(pitch, true[:, 1])
         nll, top1, top5 = pitch_scores(pitch, target)
         values.update(nll=nll, top1=top1, top5=top5)
         for head, column in (("step", 1), ("duration", 2)):

@@ -44,9 +44,9 @@ from .notes import read_notes_npy, validate_notes  # noqa: F401  (part of this m
 from .sequences import match_features, piece_features
 from .styles import mix_name, style_index, style_labels
 from .timing import (
-    DEFAULT_VELOCITY, TIME_BINS, class_velocity, marginal_pitch_logits, pitch_given_step_logits,
-    sample_time_classes, sample_velocity_classes, step_group_of, time_class_probabilities,
-    timing_point, velocity_values,
+    DEFAULT_VELOCITY, TIME_BINS, class_velocity, marginal_pitch_logits, pitch_given_steps,
+    sample_time_classes, sample_velocity_classes, time_class_probabilities, timing_point,
+    velocity_values,
 )
 
 N_PITCHES = 128
@@ -1339,8 +1339,8 @@ class Sampler:
             stream (a batch can mix styles). :meth:`set_style` changes it between two notes;
             :meth:`morph` mixes two styles' vectors.
         guidance: classifier-free guidance (one for every stream, or one per stream): every
-            categorical head's logits become ``none + g x (style - none)``, the "none" label's logits read from a twin of every stream that
-            sees the same notes with label 0. 1 (the default): plain conditioning (no twin);
+            categorical head's logits become ``none + g x (style - none)``, the "none" label's
+            logits read from a twin of every stream that sees the same notes with label 0. 1 (the default): plain conditioning (no twin);
             above 1: a stronger style; 0: unconditioned. A regression head keeps the styled
             stream's value.
         twins: keep the "none" twins even at guidance 1, so that :meth:`set_guidance` can
@@ -1751,7 +1751,6 @@ class Sampler:
         rng = self.rng
         noise = self.timing_noise
         width, p = self.net.timing_width, self.net.pitch_width
-        groups = self.net.pitch_groups  # the pitch drawn after the step, from its group's logits
         timing_end = p + 2 * width  # the velocity logits follow
         bins = self.net.velocity_bins
         if bins:
@@ -1774,8 +1773,8 @@ class Sampler:
                         heads[:, p: timing_end].reshape(2 * batch, width),
                         rng.random(2 * batch, dtype=np.float32))
                     note[:, 1:3] = times.reshape(batch, 2)
-                logits = heads[:, :p] if not groups else pitch_given_step_logits(
-                    heads[:, :p], step_group_of(note[:, 1], groups))
+                # drawn after the step: the logits of its group (a model with step groups)
+                logits = pitch_given_steps(heads[:, :p], note[:, 1])
                 weights = _pitch_weights(logits, inverse_temperature, top_k, top_p)
                 cumulative = np.cumsum(weights, axis=1)
                 draw = pitch_draw * cumulative[:, -1]
@@ -1848,14 +1847,17 @@ def tutorial_generate(model, primer, num_notes: int, temperature: float = 1.0,
         predictions = model.predict(inputs, verbose=0)
         logits = np.asarray(predictions["pitch"], dtype=np.float64)
         logits = logits.reshape(-1, logits.shape[-1])[-1:]
+
+        def draw_pitch(logits: np.ndarray) -> int:
+            probs = np.exp((logits - logits.max()) / temperature)
+            return rng.choice(N_PITCHES, p=probs / probs.sum())
+
+        if logits.shape[-1] == N_PITCHES:  # the tutorial's order: pitch, step, duration
+            pitch = draw_pitch(logits[0])
         step, duration = (_tutorial_time(np.asarray(predictions[name]), rng)
                           for name in ("step", "duration"))
         if logits.shape[-1] > N_PITCHES:  # the pitch follows the step: its group's logits
-            logits = pitch_given_step_logits(
-                logits, step_group_of([step], logits.shape[-1] // N_PITCHES))
-        logits = logits[0]
-        probs = np.exp((logits - logits.max()) / temperature)
-        pitch = rng.choice(N_PITCHES, p=probs / probs.sum())
+            pitch = draw_pitch(pitch_given_steps(logits, [step])[0])
         generated[i, :3] = (pitch, max(step, 0.0), max(duration, 0.0))
         if features == 4:
             velocity_logits = np.asarray(predictions["velocity"], dtype=np.float32)

@@ -21,6 +21,7 @@ all, and every distinct velocity shares its class with others; the classes keep 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -124,11 +125,15 @@ def step_group_edges(groups: int) -> np.ndarray:
     return np.concatenate([[TIME_ZERO], cuts]).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=None)
 def step_groups(groups: int) -> np.ndarray:
-    """The step group of every time class, ``(TIME_BINS,)`` int64: how many of
+    """The step group of every time class, ``(TIME_BINS,)`` int64 (read-only, made once per
+    number of groups: the sampler looks it up at every note): how many of
     :func:`step_group_edges` are at or below the time the class stands for."""
     edges = step_group_edges(groups)
-    return np.searchsorted(edges, TIME_VALUES, side="right").astype(np.int64)
+    table = np.searchsorted(edges, TIME_VALUES, side="right").astype(np.int64)
+    table.flags.writeable = False
+    return table
 
 
 def step_group_of(seconds: Any, groups: int) -> np.ndarray:
@@ -155,6 +160,15 @@ def pitch_given_step_logits(pitch: np.ndarray, group: Any) -> np.ndarray:
         return pitch
     rows = pitch.reshape(len(pitch), -1, 128)
     return rows[np.arange(len(rows)), np.asarray(group, dtype=np.int64)]
+
+
+def pitch_given_steps(pitch: np.ndarray, steps: Any) -> np.ndarray:
+    """The pitch logits each row draws from once its step is ``steps`` (seconds, ``(rows,)``):
+    128 logits as they are, or the readout of the step's group (``(rows, N * 128)``)."""
+    pitch = np.asarray(pitch)
+    if pitch.shape[-1] == 128:
+        return pitch
+    return pitch_given_step_logits(pitch, step_group_of(steps, pitch.shape[-1] // 128))
 
 
 def marginal_pitch_logits(pitch: np.ndarray, step_logits: np.ndarray) -> np.ndarray:

@@ -58,6 +58,7 @@ from .model import (
     sliding_window_model,
 )
 from .notes import NoteCorpus
+from .timing import pitch_given_steps
 from .sequences import (
     WindowDataset, make_dataset, match_features, piece_features, seed_window,
 )
@@ -1292,20 +1293,9 @@ def _windowed_logits(model, pieces: list[np.ndarray], positions: list[np.ndarray
         x[: len(chunk)] = match_features(np.stack([pieces[i][t + offsets] for i, t in chunk]),
                                          width)
         logits = np.asarray(last.predict_on_batch(model_inputs(last, x))["pitch"], np.float32)
-        out.append(_given_true_step(logits[: len(chunk)],
-                                    np.array([pieces[i][t, 1] for i, t in chunk])))
+        out.append(pitch_given_steps(logits[: len(chunk)],
+                                     np.array([pieces[i][t, 1] for i, t in chunk])))
     return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
-
-
-def _given_true_step(logits: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """Pitch logits ``(n, 128)`` for targets whose steps are ``steps``: as they are, or, for a
-    model whose pitch follows the step (128 per step group), the readout of each true step's
-    group (what its training loss scores)."""
-    from .timing import pitch_given_step_logits, step_group_of
-
-    if logits.shape[-1] == 128:
-        return logits
-    return pitch_given_step_logits(logits, step_group_of(steps, logits.shape[-1] // 128))
 
 
 def _carried_logits(model, pieces: list[np.ndarray], positions: list[np.ndarray],
@@ -1338,7 +1328,8 @@ def _carried_logits(model, pieces: list[np.ndarray], positions: list[np.ndarray]
             lambda part: {"pitch": np.asarray(sequence.predict_on_batch(
                 model_inputs(sequence, part))["pitch"], np.float32)}, x, reach, chunk)["pitch"])
         for r, k in enumerate(batch):
-            result[k] = _given_true_step(logits[r, positions[k] - 1], pieces[k][positions[k], 1])
+            # a model whose pitch follows the step: the readout of each true step (its loss's)
+            result[k] = pitch_given_steps(logits[r, positions[k] - 1], pieces[k][positions[k], 1])
         i = j
     return result  # type: ignore[return-value]
 
