@@ -147,6 +147,30 @@ def test_overfits_one_small_batch(chorale_data, tmp_path):
     assert run.model.get_layer("attention_2").num_heads == 2
 
 
+def test_xla_trains_and_the_model_it_returns_and_saves_runs_without_it(chorale_data, tmp_path):
+    """Training steps compiled by XLA learn; the model that comes back, and the one saved, run
+    as plain graphs (under XLA every new input length would compile again)."""
+    corpus = chorale_data["corpus"]
+    piece = corpus.piece(int(corpus.indices("train")[0])).iloc[:25]
+    tiny_corpus = NoteCorpus.from_tables(
+        "bach-chorales", [piece, piece], ["a.mid", "a-copy.mid"], ["train", "validation"])
+    config = small(attention_layers=1, seq_length=24, batch_size=2, learning_rate=0.01,
+                   lr_schedule="plateau", epochs=8, window_shift=24)
+    result = train(config, "bach-chorales", tmp_path / "run", corpus=tiny_corpus,
+                   validate_every=4, progress=False, jit_compile=True)
+    losses = result.history["val_pitch_loss"]
+    assert result.steps == 8 and losses.iloc[-1] < losses.iloc[0], losses
+    assert result.model.jit_compile is False and result.model.predict_function is None
+    saved = mm._keras_archive_config(tmp_path / "run" / mm.MODEL_FILE)["compile_config"]
+    run = mm.load_run(tmp_path / "run")
+    assert saved["jit_compile"] is False and run.model.jit_compile is False
+    notes = piece[["pitch", "step", "duration", "velocity"]].to_numpy(np.float32)[None]
+    for length in (7, 19):  # lengths training never saw
+        np.testing.assert_allclose(result.model.predict(notes[:, :length], verbose=0)["pitch"],
+                                   run.model.predict(notes[:, :length], verbose=0)["pitch"],
+                                   atol=1e-5)
+
+
 # -- the sampler's cache ---------------------------------------------------------------------
 
 

@@ -24,6 +24,8 @@ def test_the_experiment_files_load(name):
     assert {"baseline", "v2"} <= set(cfg["models"])  # the original designs
     assert len(cfg["models"]) >= 4  # and at least one proposed variant
     assert cfg["budget_seconds"] > 0
+    for spec in cfg["models"].values():  # a row's training option is not a ModelConfig field
+        assert ex._fields(spec).keys() | ex._row_training(spec).keys() == spec.keys()
 
 
 @pytest.mark.parametrize("text, message", [
@@ -35,6 +37,7 @@ def test_the_experiment_files_load(name):
     ("models: {}\n", "'models'"),
     ("min_position: 0\nmodels: {a: {preset: v2}}\n", "min_position"),
     ("min_position: many\nmodels: {a: {preset: v2}}\n", "min_position"),
+    ("models: {a: {preset: v6, jit_compile: sometimes}}\n", "jit_compile must be true or false"),
 ])
 def test_bad_experiment_files_are_refused(tmp_path, text, message):
     path = tmp_path / "bad.yaml"

@@ -120,8 +120,10 @@ def test_cpu_experiments_compare_the_cpu_profiles_design_on_its_budget():
     chosen = experiments["models"]["v6-cpu"]  # the profile's design, as a row
     assert chosen["preset"] == profile["03_build_model"]["preset"]
     changed = {k: v for k, v in chosen.items() if k != "preset"}
-    trained = {k: profile["04_train"][k] for k in changed if k in profile["04_train"]}
+    notebook_04 = {**profile["04_train"], **profile["04_train"].get("model_changes", {})}
+    trained = {k: notebook_04[k] for k in changed if k in notebook_04}
     assert changed == trained, "the row changes the preset as the profile's notebook 04 does"
+    assert set(profile["04_train"].get("model_changes", {})) <= set(changed)
 
 
 # -- --dataset and --data-dir -------------------------------------------------------------------

@@ -33,6 +33,19 @@ from .training import time_budget_callback  # noqa: F401  (its home before train
 __all__ = ["time_budget_callback", "load_experiment_config", "run_experiments"]
 
 
+ROW_JIT = "jit_compile"  # a row's training option beside its ModelConfig fields
+
+
+def _fields(spec: dict[str, Any]) -> dict[str, Any]:
+    """A row's preset and ModelConfig fields (without its training options)."""
+    return {k: v for k, v in spec.items() if k != ROW_JIT}
+
+
+def _row_training(spec: dict[str, Any]) -> dict[str, Any]:
+    """A row's own arguments of :func:`musicrnn.training.train`."""
+    return {ROW_JIT: spec[ROW_JIT]} if ROW_JIT in spec else {}
+
+
 def load_experiment_config(path: str | Path) -> dict[str, Any]:
     """Read an experiments file (``configs/experiments-*.yaml``); clear errors for bad ones.
 
@@ -42,7 +55,8 @@ def load_experiment_config(path: str | Path) -> dict[str, Any]:
     :func:`musicrnn.evaluation.context_curve`, default 50, 100, 200, 400), ``min_position``
     (notes of context before every scored note; default: the longest ``seq_length``) and
     ``models``:
-    ``{name: {preset: ..., <ModelConfig field>: value, ...}}``.
+    ``{name: {preset: ..., <ModelConfig field>: value, ...}}``; a row may also set
+    ``jit_compile: true`` (XLA for its training steps, as a profile's notebook 04 can).
     """
     from .paths import read_yaml
 
@@ -61,7 +75,10 @@ def load_experiment_config(path: str | Path) -> dict[str, Any]:
     for name, spec in models.items():
         if not isinstance(spec, dict) or "preset" not in spec:
             raise MusicRNNError(f"{path}: model {name!r} needs a 'preset' (baseline, v1, ...)")
-        resolve_config(dict(spec))  # unknown presets/fields and bad values fail here, early
+        if not isinstance(spec.get(ROW_JIT, False), bool):
+            raise MusicRNNError(f"{path}: model {name!r}: {ROW_JIT} must be true or false, got "
+                                f"{spec[ROW_JIT]!r}")
+        resolve_config(_fields(spec))  # unknown presets/fields and bad values fail here, early
     contexts = raw.get("contexts", list(CONTEXT_LENGTHS))
     if not isinstance(contexts, list) or not contexts or any(
             isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in contexts):
@@ -135,7 +152,7 @@ def run_experiments(config: str | Path | dict[str, Any], out_dir: str | Path | N
         raise MusicRNNError(f"models {unknown} are not in the experiments file "
                             f"({', '.join(cfg['models'])})")
     data_dir = data_dir or cfg.get("data_dir")
-    configs = {n: resolve_config(dict(cfg["models"][n]), seed=cfg["seed"]) for n in names}
+    configs = {n: resolve_config(_fields(cfg["models"][n]), seed=cfg["seed"]) for n in names}
     configs = {n: c.replace(name=n) for n, c in configs.items()}
     # every model scored on the same notes: after a whole window of the longest (or the file's
     # min_position, which keeps a new row's notes those of an earlier log with a longer model)
@@ -165,7 +182,8 @@ def run_experiments(config: str | Path | dict[str, Any], out_dir: str | Path | N
         started = time.perf_counter()
         result = train(model_config, cfg["dataset"], run_dir, data_dir=data_dir,
                        max_files=cfg["max_files"], corpus=corpus, budget_seconds=budget,
-                       progress=2 if progress else 0, **cfg["train"])
+                       progress=2 if progress else 0,
+                       **{**cfg["train"], **_row_training(cfg["models"][name])})
         wall = time.perf_counter() - started
         report = evaluate_model(
             result.model, corpus, seq_length=model_config.seq_length, config=model_config,
