@@ -170,6 +170,12 @@ def profile_config(path: Path, seed: int):
     return resolve_config(preset, **changes, seed=seed)
 
 
+def profile_jit(path: Path) -> bool | None:
+    """The XLA setting a profile's notebook 04 trains with (None: the library's default)."""
+    value = parameters_for(load_config(path), "04_train").get("jit_compile", "auto")
+    return {"auto": None, "on": True, "off": False}.get(str(value).lower(), value)
+
+
 def peak_rss_gb() -> float:
     """This process's peak resident memory so far, in GB (Linux reports kB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
@@ -229,7 +235,8 @@ def run_maestro_phase(args) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix="bench-train-maestro-"))
     try:
         train(config, corpus.dataset, run_dir / "run", corpus=corpus, progress=False,
-              callbacks=[clock], keep_checkpoints=1, validate_every=10**6)
+              callbacks=[clock], keep_checkpoints=1, validate_every=10**6,
+              jit_compile=profile_jit(Path(args.profile)))
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     per_window = config.seq_length if config.targets == "all" else 1
@@ -253,8 +260,8 @@ def maestro_main(args, raw: list[str]) -> int:
     print(corpus.summary().to_string(), flush=True)
     print(f"ours: {profile.relative_to(ROOT) if profile.is_relative_to(ROOT) else profile} "
           f"({config.name}, {config.describe_architecture()}, targets {config.targets!r}, batch "
-          f"{config.batch_size}); original: v2, targets 'last', batch "
-          f"{ORIGINAL_TRAINING['batch_size']}", flush=True)
+          f"{config.batch_size}, XLA {profile_jit(profile) or False}); original: v2, targets "
+          f"'last', batch {ORIGINAL_TRAINING['batch_size']}", flush=True)
     print(f"CPU cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}; each side "
           f"{args.seconds:g} s of training steps after {args.warmup} warm-up steps, in a fresh "
           "process, one after the other", flush=True)

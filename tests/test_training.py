@@ -8,7 +8,6 @@ import contextlib
 import io
 import json
 import math
-import os
 import re
 import signal
 import subprocess

@@ -790,7 +790,6 @@ class AttentionBlock(keras.layers.Layer):
         q = ops.reshape(self.query(h), split)
         k = ops.reshape(self.key(h), split)
         v = ops.reshape(self.value(h), split)
-        half = self.head_dim // 2
         positions = ops.cast(ops.arange(length), "float32")
         frequencies = ops.convert_to_tensor(rotary_frequencies(self.head_dim).astype(np.float32))
         angles = ops.expand_dims(positions, -1) * ops.expand_dims(frequencies, 0)  # (T, half)
