@@ -66,7 +66,7 @@ from musicrnn.model import build_model, compile_model, get_preset  # noqa: E402
 from musicrnn.notes import FEATURES, load_corpus  # noqa: E402
 from musicrnn.runner import load_config, parameters_for  # noqa: E402
 from musicrnn.training import (  # noqa: E402
-    CPU_TRAINING, ORIGINAL_TRAINING, resolve_config, step_scorer, train,
+    CPU_TRAINING, ORIGINAL_TRAINING, jit_setting, resolve_config, step_scorer, train,
 )
 
 KEY_ORDER = ("pitch", "step", "duration")
@@ -172,8 +172,7 @@ def profile_config(path: Path, seed: int):
 
 def profile_jit(path: Path) -> bool | None:
     """The XLA setting a profile's notebook 04 trains with (None: the library's default)."""
-    value = parameters_for(load_config(path), "04_train").get("jit_compile", "auto")
-    return {"auto": None, "on": True, "off": False}.get(str(value).lower(), value)
+    return jit_setting(parameters_for(load_config(path), "04_train").get("jit_compile", "auto"))
 
 
 def peak_rss_gb() -> float:

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from musicrnn.errors import MusicRNNError
     from musicrnn.model import get_preset
     from musicrnn.notes import load_corpus
-    from musicrnn.training import train
+    from musicrnn.training import jit_setting, train
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, help="dataset name or local:DIR")
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context", type=int, default=50, help="notes of context when scoring")
     parser.add_argument("--min-position", type=int, default=150)
     parser.add_argument("--max-positions", type=int, default=30000)
-    parser.add_argument("--jit-compile", choices=("default", "on", "off"), default="default",
-                        help="XLA for the training steps (default: the library's choice)")
+    parser.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto",
+                        help="XLA for the training steps (auto: with a GPU only)")
     parser.add_argument("--run-dir", required=True)
     args = parser.parse_args(argv)
     try:
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         result = train(config, args.dataset, args.run_dir, data_dir=args.data_dir,
                        max_files=args.max_files, corpus=corpus, budget_seconds=args.seconds,
                        validate_every=args.validate_every, progress=2,
-                       jit_compile={"default": None, "on": True, "off": False}[args.jit_compile])
+                       jit_compile=jit_setting(args.jit_compile))
         split = "validation"  # designs are chosen on validation pieces, never on the test ones
         held_out = ev.corpus_pieces(corpus, split, velocity=config.velocity != "none")
         scores = ev.score_windows(result.model, held_out, args.context,

@@ -11,7 +11,7 @@ from musicrnn import model as mm
 from musicrnn.errors import MusicRNNError
 from musicrnn.notes import NoteCorpus
 from musicrnn.timing import velocity_classes
-from musicrnn.training import train
+from musicrnn.training import jit_setting, train
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +145,18 @@ def test_overfits_one_small_batch(chorale_data, tmp_path):
     run = mm.load_run(tmp_path / "run")
     assert run.config.architecture == "transformer"
     assert run.model.get_layer("attention_2").num_heads == 2
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("on", True), ("OFF", False), ("auto", None), (True, True), (False, False)])
+def test_jit_settings_read_as_notebook_04_and_the_profiles_give_them(given, expected):
+    assert jit_setting(given) is expected
+
+
+@pytest.mark.parametrize("given", ["yes", "", 1, None])
+def test_other_jit_settings_are_refused_by_name(given):
+    with pytest.raises(MusicRNNError, match="jit_compile must be on, off or auto"):
+        jit_setting(given)
 
 
 def test_xla_trains_and_the_model_it_returns_and_saves_runs_without_it(chorale_data, tmp_path):

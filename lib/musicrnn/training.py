@@ -1035,6 +1035,26 @@ def train(
     return result
 
 
+JIT_SETTINGS: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
+
+
+def jit_setting(value: Any) -> bool | None:
+    """``jit_compile`` as a notebook or a profile gives it -> :func:`train`'s argument.
+
+    ``"on"``/``"off"``/``"auto"`` (any case) or a bool (YAML reads an unquoted on/off as one)
+    become True, False or None (the default: XLA with a GPU only).
+
+    Raises:
+        MusicRNNError: any other value.
+    """
+    if isinstance(value, bool):
+        return value
+    setting = JIT_SETTINGS.get(str(value).strip().lower(), "?")
+    if setting == "?":
+        raise MusicRNNError(f"jit_compile must be on, off or auto, got {value!r}")
+    return setting
+
+
 def _plain_functions_after_xla(model: Any) -> None:
     """After training with XLA: what follows runs as plain graphs, and the saved model does not
     ask for XLA.
