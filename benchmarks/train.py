@@ -159,20 +159,16 @@ def maestro_folder(given: str | None) -> Path:
     return folder
 
 
-def profile_config(path: Path, seed: int):
-    """The model config a profile trains: notebook 03's preset with notebook 04's changes, as
-    notebook 04 applies them."""
+def profile_settings(path: Path, seed: int):
+    """What a profile trains, as notebook 04 applies it: the model config (notebook 03's preset
+    with notebook 04's changes) and the XLA setting (None: the library's default)."""
     cfg = load_config(path)
     preset = parameters_for(cfg, "03_build_model")["preset"]
     train_params = parameters_for(cfg, "04_train")
     changes = {k: train_params[k] for k in NOTEBOOK_04_FIELDS if train_params.get(k)}
     changes.update(train_params.get("model_changes") or {})  # any other field, as notebook 04
-    return resolve_config(preset, **changes, seed=seed)
-
-
-def profile_jit(path: Path) -> bool | None:
-    """The XLA setting a profile's notebook 04 trains with (None: the library's default)."""
-    return jit_setting(parameters_for(load_config(path), "04_train").get("jit_compile", "auto"))
+    return (resolve_config(preset, **changes, seed=seed),
+            jit_setting(train_params.get("jit_compile", "auto")))
 
 
 def peak_rss_gb() -> float:
@@ -230,12 +226,12 @@ def run_maestro_phase(args) -> dict:
         return {**clock.result(config.batch_size, 1), "peak_rss_gb": peak_rss_gb(),
                 "windows": windows, "buffer": min(windows, args.original_buffer),
                 "model": "v2", "batch_size": config.batch_size}
-    config = profile_config(Path(args.profile), args.seed)
+    config, xla = profile_settings(Path(args.profile), args.seed)
     run_dir = Path(tempfile.mkdtemp(prefix="bench-train-maestro-"))
     try:
         train(config, corpus.dataset, run_dir / "run", corpus=corpus, progress=False,
               callbacks=[clock], keep_checkpoints=1, validate_every=10**6,
-              jit_compile=profile_jit(Path(args.profile)))
+              jit_compile=xla)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     per_window = config.seq_length if config.targets == "all" else 1
@@ -249,7 +245,7 @@ def maestro_main(args, raw: list[str]) -> int:
     """Both sides of the MAESTRO comparison, one after the other, and the table."""
     folder = maestro_folder(args.maestro_dir)
     profile = Path(args.profile)
-    config = profile_config(profile, args.seed)  # a bad profile fails before anything runs
+    config, xla = profile_settings(profile, args.seed)  # a bad profile fails first
     started = time.perf_counter()
     corpus = load_corpus(f"local:{folder}", data_dir=args.data_dir, max_files=args.max_files)
     print(f"{len(corpus):,} performances, {corpus.n_notes:,} notes of {folder} "
@@ -259,7 +255,7 @@ def maestro_main(args, raw: list[str]) -> int:
     print(corpus.summary().to_string(), flush=True)
     print(f"ours: {profile.relative_to(ROOT) if profile.is_relative_to(ROOT) else profile} "
           f"({config.name}, {config.describe_architecture()}, targets {config.targets!r}, batch "
-          f"{config.batch_size}, XLA {profile_jit(profile) or False}); original: v2, targets "
+          f"{config.batch_size}, XLA {xla or False}); original: v2, targets "
           f"'last', batch {ORIGINAL_TRAINING['batch_size']}", flush=True)
     print(f"CPU cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}; each side "
           f"{args.seconds:g} s of training steps after {args.warmup} warm-up steps, in a fresh "

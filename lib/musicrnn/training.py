@@ -1049,10 +1049,10 @@ def jit_setting(value: Any) -> bool | None:
     """
     if isinstance(value, bool):
         return value
-    setting = JIT_SETTINGS.get(str(value).strip().lower(), "?")
-    if setting == "?":
+    name = str(value).strip().lower()
+    if name not in JIT_SETTINGS:
         raise MusicRNNError(f"jit_compile must be on, off or auto, got {value!r}")
-    return setting
+    return JIT_SETTINGS[name]
 
 
 def _plain_functions_after_xla(model: Any) -> None:
