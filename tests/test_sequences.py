@@ -12,7 +12,8 @@ from musicrnn.errors import MusicRNNError
 from musicrnn.model import get_preset
 from musicrnn.notes import NoteCorpus
 from musicrnn.sequences import (
-    WindowDataset, augment, make_dataset, match_features, piece_features, seed_window,
+    PREFETCH_BATCHES, WindowDataset, augment, make_dataset, match_features, piece_features,
+    seed_window,
 )
 from musicrnn.timing import velocity_classes
 
@@ -168,6 +169,17 @@ def test_to_tf_gives_fixed_training_batches_and_a_finite_validation(chorale_corp
     batches = list(val.to_tf())
     assert sum(int(b[0].shape[0]) for b in batches) == val.windows_per_pass
     assert tuple(batches[0][1]["step"].shape) == (8,)
+
+
+def test_to_tf_runs_no_autotuning_thread(chorale_corpus):
+    """tf.data's autotuning thread sleeps up to a minute between rounds, and an iterator freed by
+    the garbage collector waits for it with the interpreter locked (random stalls of tens of
+    seconds after training): the pipeline runs without it, on a fixed prefetch buffer."""
+    for split, shuffle in (("train", True), ("validation", False)):
+        dataset = WindowDataset(chorale_corpus, split, 12, batch_size=8, shuffle=shuffle).to_tf()
+        assert dataset.options().autotune.enabled is False
+        assert "PrefetchDataset" in type(dataset).__name__
+        assert int(dataset._buffer_size) == PREFETCH_BATCHES > 0
 
 
 def test_memory_stays_order_notes_at_maestro_scale(chorale_corpus):

@@ -48,6 +48,7 @@ from .timing import (
 
 TARGET_MODES: tuple[str, ...] = ("last", "all")
 N_PITCHES = 128
+PREFETCH_BATCHES = 4  # batches the generator makes ahead of the training step (to_tf)
 
 Batch = tuple[np.ndarray, dict[str, np.ndarray]]
 
@@ -356,12 +357,17 @@ class WindowDataset:
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA
         )
+        # No autotuning: its thread sleeps up to a minute between rounds, and an iterator that
+        # Python's garbage collector frees (Keras leaves them in reference cycles) waits for that
+        # thread with the interpreter locked - stalls of up to a minute at a random moment after
+        # training. One generator feeding the model has nothing to tune: a fixed buffer does.
+        options.autotune.enabled = False
         if self.shuffle:
             dataset = dataset.repeat()  # the generator never ends; declares the stream endless
         else:  # a known length: Keras then ends each evaluation without a warning
             batches = -(-len(self.window_starts()) // self.batch_size)
             dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
-        return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+        return dataset.with_options(options).prefetch(PREFETCH_BATCHES)
 
     def memory_bytes(self) -> int:
         """Bytes of the arrays this dataset holds (notes, piece and window bookkeeping)."""
