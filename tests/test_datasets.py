@@ -367,6 +367,18 @@ def test_chorales_written_as_midi_cached_and_atomic(chorale_data, chorale_plan):
     datasets.download("bach-chorales", chorale_data, max_files=9, progress=False)
     assert files.files[0].path.is_file()
     assert all(f.path.stat().st_mtime_ns == mtimes[f.name] for f in files.files[1:])
+    # Ten or more to write, two processes asked for: a pool writes them, the same bytes.
+    assert datasets._writer_processes(10, 2) == 2
+    catalogue = Path("raw") / "bach-chorales" / ".catalogue.json"  # skip the corpus scan only
+    (chorale_data / "pooled" / catalogue).parent.mkdir(parents=True)
+    shutil.copyfile(chorale_data / catalogue, chorale_data / "pooled" / catalogue)
+    pooled = datasets.download("bach-chorales", chorale_data / "pooled", max_files=10,
+                               workers=2, progress=False)
+    assert len(pooled) == 10 and _leftovers(chorale_data / "pooled") == []
+    common = {f.name for f in files} & {f.name for f in pooled}
+    assert len(common) >= 5
+    for name in common:
+        assert (files.root / name).read_bytes() == (pooled.root / name).read_bytes(), name
     frame = files.to_frame()
     assert list(frame.columns[:4]) == ["name", "split", "size_bytes", "path"]
     assert (frame["size_bytes"] > 0).all()
@@ -833,10 +845,20 @@ def test_process_pool_refusal_knows_where_the_call_comes_from(tmp_path):
     assert datasets.process_pool_refusal() == ""
 
 
+def _every_core() -> None:
+    """In a child process: run on every core of the machine, whatever the parent was held to."""
+    try:
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    except (AttributeError, OSError):  # no affinity here, or a CPU set that forbids it
+        pass
+
+
 def test_script_without_main_guard_loads_the_chorales(tmp_path, chorale_data, chorale_plan):
     """A plain script, no `if __name__ == "__main__":`, on a cold data folder: writing the
     chorales and parsing them want process pools, whose spawned workers would run the script
     again. It runs in one process instead, says so in one line, and loads the corpus."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: no pool would start, so there is no guard to meet")
     data = tmp_path / "data"
     catalogue = data / "raw" / "bach-chorales" / ".catalogue.json"  # skip the corpus scan only
     catalogue.parent.mkdir(parents=True)
@@ -853,7 +875,8 @@ def test_script_without_main_guard_loads_the_chorales(tmp_path, chorale_data, ch
         "print('AGAIN', len(again), again.n_notes, flush=True)\n"
     )
     result = subprocess.run([sys.executable, str(script), str(data)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300,
+                            preexec_fn=_every_core)  # where a pool pays (make test pins a core)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "Traceback" not in output and "BrokenProcessPool" not in output
@@ -956,3 +979,23 @@ def test_cli_unreadable_folder(tmp_path):
     finally:
         (base / "locked").chmod(0o700)
         shutil.rmtree(base)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this system")
+def test_pools_are_sized_by_the_cores_this_process_may_use():
+    """A process held to one core (taskset, a container's CPU set, a SLURM job) writes and
+    extracts in itself: a pool of one process per machine core would only pay its start-up."""
+    from musicrnn import paths
+
+    allowed = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(allowed)})
+        assert paths.usable_cpus() == 1
+        assert datasets._writer_processes(40, None) == 1
+        assert notes._auto_workers(10**9) == 1
+        assert datasets._writer_processes(40, 3) == 3  # asked for: as asked
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert paths.usable_cpus() == len(allowed)
+    assert datasets._writer_processes(9, 4) == 1  # too few pieces for a pool
+    assert datasets._writer_processes(40, None) == min(len(allowed), 40)

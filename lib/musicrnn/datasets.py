@@ -1035,6 +1035,13 @@ def _write_piece(task: tuple[str, str, str, str]) -> tuple[str, str]:
         return name, f"could not be written as MIDI ({type(exc).__name__}: {detail})"
 
 
+def _writer_processes(tasks: int, workers: int | None) -> int:
+    """Processes to write ``tasks`` pieces with: ``workers``, or one per core this process may
+    use, and 1 (no pool) for fewer than 10 pieces: a pool starts in ~1 s, a piece takes ~0.3 s."""
+    n = max(1, min(workers or paths.usable_cpus(), tasks))
+    return n if tasks >= 10 else 1
+
+
 def _write_pieces(dataset: Dataset, root: Path, pieces: list[_Piece], progress: bool,
                   workers: int | None) -> dict[str, str]:
     """Write the pieces (in a process pool where that pays and is safe); returns name -> reason
@@ -1049,8 +1056,8 @@ def _write_pieces(dataset: Dataset, root: Path, pieces: list[_Piece], progress: 
         source = str(folder / p.source.split("/", 1)[1].split("#", 1)[0])
         tasks.append((dataset.kind, source, p.abc, str(root / p.name)))
     names = {str(root / p.name): p.name for p in pieces}
-    n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
-    parallel = n_workers > 1 and len(tasks) >= 10  # a pool starts in ~1 s; a piece takes ~0.3 s
+    n_workers = _writer_processes(len(tasks), workers)
+    parallel = n_workers > 1
     if parallel:
         refusal = process_pool_refusal()
         if refusal:

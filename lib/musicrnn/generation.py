@@ -152,16 +152,11 @@ def _thread_pool():
     if _pool is None:
         from concurrent.futures import ThreadPoolExecutor
 
-        _pool = ThreadPoolExecutor(max_workers=max(1, _cpu_count() - 1),
+        from .paths import usable_cpus
+
+        _pool = ThreadPoolExecutor(max_workers=max(1, usable_cpus() - 1),
                                    thread_name_prefix="musicrnn-sampler")
     return _pool
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _gate_scaled(weights: np.ndarray, units: int, fast: bool, exp: bool = False) -> np.ndarray:

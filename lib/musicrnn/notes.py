@@ -1083,10 +1083,9 @@ def _extract_chunk(paths: list[str], programs: tuple[int, ...] | None, sustain: 
 
 
 def _auto_workers(total_bytes: int) -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
+    from .paths import usable_cpus
+
+    cpus = usable_cpus()
     if cpus < 2 or total_bytes < _PARALLEL_MIN_BYTES:
         return 1
     return min(cpus, 16)

@@ -40,6 +40,16 @@ CONFIGS: Path = ROOT / "configs"
 RUNS: Path = OUTPUTS / "runs"
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on: its CPU affinity (``taskset``, a container's or a
+    SLURM job's CPU set), not every core of the machine (``os.cpu_count``). Pools are sized by
+    it: a pool of more processes than cores only pays their start-up."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def data_dir(override: str | os.PathLike | None = None) -> Path:
     """The data folder: ``override`` when given, else ``DATA``."""
     return Path(override).expanduser() if override else DATA
