@@ -114,8 +114,8 @@ def smoke_run(tmp_path_factory, chorale_data) -> Path:
 
     Notebook tests assert on the artefacts their notebook left in this run directory (and in its
     ``notebooks/`` folder, the executed copies). Its data folder starts from a copy of the
-    chorales ``chorale_data`` wrote (8 of the 24 and music21's catalogue, which takes seconds to
-    make): notebook 01 writes the other 16.
+    chorales ``chorale_data`` wrote (8 of the 16 and music21's catalogue, which takes seconds to
+    make): notebook 01 writes the other 8.
     """
     import shutil
 

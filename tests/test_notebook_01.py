@@ -43,5 +43,5 @@ def test_notebook_01_showed_what_was_downloaded(smoke_run):
             assert output.output_type != "error", output.get("evalue")
             text.append(output.get("text", "") or output.get("data", {}).get("text/plain", ""))
     shown = "\n".join(text)
-    assert "bach-chorales: 24 MIDI files" in shown
+    assert "bach-chorales: 16 MIDI files" in shown
     assert "validation" in shown and "test" in shown
