@@ -31,10 +31,10 @@ EXPERIMENTS = sorted(CONFIGS.glob("experiments-*.yaml"))
 # configs/maestro.yaml, so the test runs the profile's design and settings, only less of it.
 SAMPLE_CAPS: dict[str, dict] = {
     "common": {"max_files": 2},  # 1 training performance and 1 validation one
-    "04_train": {"epochs": 1, "budget_seconds": 120.0, "drift_targets": 100},
+    "04_train": {"epochs": 1, "budget_seconds": 120.0, "drift_targets": 32},
     "05_generate": {"num_notes": 40, "compare_notes": 288},  # the walk: a window and 32 notes
-    "06_evaluate": {"temperatures": [1.0], "num_samples": 4, "num_notes": 24,
-                    "max_positions": 300},
+    "06_evaluate": {"temperatures": [1.0], "num_samples": 2, "num_notes": 24,
+                    "max_positions": 64},
     "07_perform_live": {"duration_s": 2.0},
 }
 
